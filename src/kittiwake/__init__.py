@@ -1,0 +1,3 @@
+"""Kittiwake: a complete mail server in one program."""
+
+__version__ = "0.1.0"
