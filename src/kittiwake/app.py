@@ -1,0 +1,189 @@
+"""Wiring: config → concrete parts → running servers (DESIGN.md layer L4).
+
+This is the only place (with cli.py) that reads `Config`; it hands each part its own small
+settings value. It also owns process concerns: the event loop (uvloop when installed),
+signals and graceful shutdown, worker processes sharing the listening ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from kittiwake import tlsconfig
+from kittiwake.config import Config
+from kittiwake.inbound import InboundBackend, InboundSettings
+from kittiwake.smtp.server import ServerSettings
+from kittiwake.smtpserver.server import ListenerSpec, SmtpServer, SmtpServerSettings
+from kittiwake.store.directory import Directory
+from kittiwake.store.mailstore import MailStore, StoreSettings
+
+log = logging.getLogger(__name__)
+
+
+def prepare_data_dir(config: Config) -> None:
+    """Create the data dir layout and a self-signed certificate when none exists yet."""
+    for sub in ("", "mail", "queue", "tls", "dkim"):
+        (config.data_dir / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(config.data_dir, 0o700)
+    if not config.tls_cert.exists() or not config.tls_key.exists():
+        tlsconfig.write_self_signed(config.tls_cert, config.tls_key, config.hostname)
+        log.info("event=tls_selfsigned cert=%s", config.tls_cert)
+
+
+def bootstrap_development(config: Config) -> str | None:
+    """The development default works out of the box: domain `localhost`, account postmaster.
+
+    Returns the generated password when the account was created now, else None.
+    """
+    directory = Directory(config.db_path)
+    try:
+        if not directory.is_local_domain(config.hostname):
+            directory.add_domain(config.hostname)
+        postmaster = f"postmaster@{config.hostname}"
+        if not directory.account_exists(postmaster):
+            password = secrets.token_urlsafe(12)
+            directory.add_account(postmaster, password)
+            return password
+        return None
+    finally:
+        directory.close()
+
+
+def smtp_settings(config: Config) -> SmtpServerSettings:
+    lim = config.limits
+    core = ServerSettings(
+        hostname=config.hostname,
+        max_message_size=lim.max_message_size,
+        max_command_line=lim.max_command_line,
+        max_text_line=lim.max_text_line,
+        max_errors=lim.max_errors,
+        reject_bare_line_endings=lim.reject_bare_line_endings,
+    )
+    return SmtpServerSettings(
+        core=core,
+        max_recipients=lim.max_recipients,
+        max_connections=lim.max_connections,
+        max_connections_per_ip=lim.max_connections_per_ip,
+        command_timeout=lim.command_timeout,
+        data_timeout=lim.data_timeout,
+        greeting_delay=lim.greeting_delay,
+        tls_handshake_timeout=lim.tls_handshake_timeout,
+        shutdown_grace=lim.shutdown_grace,
+    )
+
+
+@dataclass
+class Running:
+    """What `run_servers` started, so tests and `serve` can stop it the same way."""
+
+    store: MailStore
+    directory: Directory
+    smtp: SmtpServer
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket] | None = None) -> Running:
+    prepare_data_dir(config)
+    store = MailStore(StoreSettings(data_dir=config.data_dir, fsync=config.fsync))
+    await store.start()
+    directory = Directory(config.db_path)
+    ssl_context = None
+    if config.tls_cert.exists() and config.tls_key.exists():
+        ssl_context = tlsconfig.server_context(config.tls_cert, config.tls_key)
+    backend = InboundBackend(InboundSettings(hostname=config.hostname), directory, store)
+    specs = [ListenerSpec(lc.kind, lc.host, lc.port, lc.tls) for lc in config.listeners]
+    smtp = SmtpServer(smtp_settings(config), specs, backend, ssl_context)
+    await smtp.start(sockets)
+    return Running(store=store, directory=directory, smtp=smtp)
+
+
+async def stop(running: Running) -> None:
+    await running.smtp.shutdown()
+    await running.store.close()
+    running.directory.close()
+    running.stopped.set()
+
+
+async def _serve(config: Config, sockets: dict[tuple[str, int], socket.socket] | None) -> None:
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    running = await start(config, sockets=sockets)
+    log.info("event=started pid=%d hostname=%s", os.getpid(), config.hostname)
+    await done.wait()
+    log.info("event=stopping pid=%d", os.getpid())
+    await stop(running)
+    log.info("event=stopped pid=%d", os.getpid())
+
+
+def _run(coro_factory: object) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    if uvloop is not None:
+        uvloop.run(coro_factory)  # type: ignore[arg-type]
+    else:
+        asyncio.run(coro_factory)  # type: ignore[arg-type]
+
+
+def _reuseport_sockets(config: Config) -> dict[tuple[str, int], socket.socket]:
+    """Listening sockets with SO_REUSEPORT, one set per worker: the kernel spreads
+    connections across the worker processes."""
+    out = {}
+    for lc in config.listeners:
+        family = socket.AF_INET6 if ":" in lc.host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((lc.host, lc.port))
+        s.listen(4096)
+        s.setblocking(False)
+        out[(lc.host, lc.port)] = s
+    return out
+
+
+def serve(config: Config) -> int:
+    prepare_data_dir(config)
+    if config.workers <= 1:
+        _run(_serve(config, None))
+        return 0
+    children: list[int] = []
+    for _ in range(config.workers):
+        sockets = _reuseport_sockets(config)
+        pid = os.fork()
+        if pid == 0:  # worker
+            code = 0
+            try:
+                _run(_serve(config, sockets))
+            except BaseException:
+                log.exception("event=worker_crashed pid=%d", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        for s in sockets.values():
+            s.close()
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        _, st = os.waitpid(pid, 0)
+        status |= os.waitstatus_to_exitcode(st) != 0
+    sys.stderr.flush()
+    return int(status)

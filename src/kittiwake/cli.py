@@ -1,0 +1,259 @@
+"""The `kittiwake` command (DESIGN.md, "The command").
+
+Subcommands: init, serve, check-config, domain, user, alias. Configuration comes from
+`--config PATH`, else `KITTIWAKE_CONFIG`, else the development default (./kittiwake-data,
+domain localhost, loopback ports 2525/2587/2465).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from kittiwake import __version__, app, config, log
+from kittiwake.config import Config, ConfigError
+from kittiwake.store.directory import Directory
+
+INIT_TEMPLATE = """\
+# Kittiwake configuration, written by `kittiwake init`. Every key: docs/configuration.md.
+
+[server]
+# The name this server gives itself in the SMTP greeting, EHLO and Received headers.
+# It should resolve to this server and match its reverse DNS (PTR) record.
+hostname = "{hostname}"
+# Mail, the index, the queue, TLS and DKIM keys live here (relative to this file).
+data_dir = "kittiwake-data"
+# fsync every message before answering 250. Never turn this off in production.
+fsync = true
+# Worker processes sharing the listening ports (SO_REUSEPORT).
+workers = 1
+
+[tls]
+# PEM files, relative to this file. `init` made a self-signed pair; replace it with a
+# certificate for the hostname (e.g. from an ACME client) and restart.
+cert = "kittiwake-data/tls/cert.pem"
+key = "kittiwake-data/tls/key.pem"
+
+[limits]
+max_message_size = 26214400      # bytes; advertised in EHLO SIZE
+max_recipients = 100             # per message
+max_connections = 20000          # all listeners together
+max_connections_per_ip = 50
+command_timeout = 300.0          # seconds (RFC 5321 §4.5.3.2)
+data_timeout = 600.0
+reject_bare_line_endings = true  # refuse bare CR/LF in DATA (SMTP smuggling)
+
+[log]
+level = "info"
+
+# Port 25: mail from other servers for your domains.
+[[listener]]
+kind = "smtp"
+address = "{bind}:25"
+
+# Port 587: your users' mail clients (STARTTLS + AUTH).
+[[listener]]
+kind = "submission"
+address = "{bind}:587"
+
+# Port 465: your users' mail clients over implicit TLS (RFC 8314).
+[[listener]]
+kind = "submissions"
+address = "{bind}:465"
+"""
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return config.resolve(args.config)
+
+
+def _directory(cfg: Config) -> Directory:
+    app.prepare_data_dir(cfg)
+    return Directory(cfg.db_path)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise SystemExit("kittiwake: passwords do not match")
+    if len(password) < 8:
+        raise SystemExit("kittiwake: password must have at least 8 characters")
+    return password
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = Path(args.dir).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / "kittiwake.toml"
+    if path.exists() and not args.force:
+        raise SystemExit(f"kittiwake: {path} exists (use --force to overwrite)")
+    path.write_text(INIT_TEMPLATE.format(hostname=args.hostname.lower(), bind=args.bind))
+    cfg = config.load(path)
+    d = _directory(cfg)
+    try:
+        if not d.is_local_domain(args.domain):
+            d.add_domain(args.domain)
+    finally:
+        d.close()
+    print(f"Wrote {path} and the data directory {cfg.data_dir}.")
+    print(f"Created the domain {args.domain} and a self-signed certificate for {cfg.hostname}.\n")
+    print("Next steps:")
+    print(f"  1. Add a mailbox:   kittiwake --config {path} user add postmaster@{args.domain}")
+    print(f"  2. Start:           kittiwake --config {path} serve")
+    print("  3. Publish DNS records (zone-file lines):")
+    print(f"       {args.domain}.  IN MX  10 {cfg.hostname}.")
+    print(f'       {args.domain}.  IN TXT "v=spf1 mx -all"')
+    print("  4. Replace the self-signed certificate with a real one for "
+          f"{cfg.hostname} (see [tls] in the config).")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    log.setup(cfg.log_level)
+    app.prepare_data_dir(cfg)
+    if cfg.source is None:
+        password = app.bootstrap_development(cfg)
+        if password is not None:
+            print(f"development default: created postmaster@{cfg.hostname} "
+                  f"with password {password}", file=sys.stderr)
+    return app.serve(cfg)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print(f"config OK: {cfg.source or 'development default'}")
+    print(f"hostname={cfg.hostname} data_dir={cfg.data_dir}")
+    for lc in cfg.listeners:
+        print(f"listener kind={lc.kind} address={lc.host}:{lc.port} tls={lc.tls}")
+    missing = [p for p in (cfg.tls_cert, cfg.tls_key) if not p.exists()]
+    for p in missing:
+        print(f"warning: TLS file missing (a self-signed one is made at start): {p}")
+    return 0
+
+
+def cmd_domain(args: argparse.Namespace) -> int:
+    d = _directory(_load(args))
+    try:
+        if args.action == "add":
+            d.add_domain(args.name)
+        elif args.action == "del":
+            d.del_domain(args.name, force=args.force)
+        else:
+            for name in d.list_domains():
+                print(name)
+    finally:
+        d.close()
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    d = _directory(_load(args))
+    try:
+        if args.action == "add":
+            d.add_account(args.address, _read_password(args))
+        elif args.action == "passwd":
+            d.set_password(args.address, _read_password(args))
+        elif args.action == "del":
+            d.del_account(args.address, purge=args.purge)
+        else:
+            for addr in d.list_accounts(args.domain):
+                print(addr)
+    finally:
+        d.close()
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    d = _directory(_load(args))
+    try:
+        if args.action == "add":
+            d.add_alias(args.source, args.targets)
+        elif args.action == "del":
+            d.del_alias(args.source, args.target)
+        else:
+            for source, target in d.list_aliases(args.domain):
+                print(f"{source} -> {target}")
+    finally:
+        d.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kittiwake", description="Kittiwake mail server")
+    p.add_argument("--config", help="config file (default: $KITTIWAKE_CONFIG, else the "
+                   "development default in ./kittiwake-data)")
+    p.add_argument("--version", action="version", version=f"kittiwake {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="write a config, data dir and self-signed certificate")
+    s.add_argument("--domain", required=True, help="the first mail domain, e.g. example.org")
+    s.add_argument("--hostname", required=True, help="this server's name, e.g. mail.example.org")
+    s.add_argument("--dir", default=".", help="where to write kittiwake.toml (default: .)")
+    s.add_argument("--bind", default="0.0.0.0", help="listen address (default: 0.0.0.0)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing config")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("serve", help="run every configured listener")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("check-config", help="validate the configuration and print it")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("domain", help="manage local mail domains")
+    dsub = s.add_subparsers(dest="action", required=True)
+    x = dsub.add_parser("add", help="add a domain")
+    x.add_argument("name")
+    x = dsub.add_parser("del", help="delete a domain")
+    x.add_argument("name")
+    x.add_argument("--force", action="store_true", help="also when it still has accounts")
+    dsub.add_parser("list", help="list domains")
+    s.set_defaults(func=cmd_domain)
+
+    s = sub.add_parser("user", help="manage accounts (mailboxes)")
+    usub = s.add_subparsers(dest="action", required=True)
+    for name, helptext in (("add", "add an account"), ("passwd", "change a password")):
+        x = usub.add_parser(name, help=helptext)
+        x.add_argument("address")
+        x.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of stdin")
+    x = usub.add_parser("del", help="delete an account")
+    x.add_argument("address")
+    x.add_argument("--purge", action="store_true", help="also delete its mail")
+    x = usub.add_parser("list", help="list accounts")
+    x.add_argument("domain", nargs="?")
+    s.set_defaults(func=cmd_user)
+
+    s = sub.add_parser("alias", help="manage aliases (@domain = catch-all)")
+    asub = s.add_subparsers(dest="action", required=True)
+    x = asub.add_parser("add", help="add an alias to one or more addresses")
+    x.add_argument("source", help="alias@domain, or @domain for a catch-all")
+    x.add_argument("targets", nargs="+", help="local or remote addresses")
+    x = asub.add_parser("del", help="delete an alias (or one of its targets)")
+    x.add_argument("source")
+    x.add_argument("target", nargs="?")
+    x = asub.add_parser("list", help="list aliases")
+    x.add_argument("domain", nargs="?")
+    s.set_defaults(func=cmd_alias)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"kittiwake: configuration error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, LookupError) as e:
+        print(f"kittiwake: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

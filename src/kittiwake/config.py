@@ -1,0 +1,225 @@
+"""TOML configuration → frozen settings.
+
+Only `app.py` and `cli.py` read this module's `Config`; every other part gets its own small
+settings dataclass built from it. A bad key or value stops startup with a message naming the
+key (DESIGN.md, "The command"), because a mail server that silently ignores a typo in
+`max_message_size` is worse than one that refuses to start.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LISTENER_KINDS = {
+    # kind: (protocol, tls mode)
+    "smtp": ("smtp", "starttls"),
+    "submission": ("submission", "starttls"),
+    "submissions": ("submission", "implicit"),
+}
+
+# DESIGN.md: the development default, a contract for users' scripts and our own tools.
+DEV_LISTENERS = (
+    ("smtp", "127.0.0.1", 2525),
+    ("submission", "127.0.0.1", 2587),
+    ("submissions", "127.0.0.1", 2465),
+)
+
+
+class ConfigError(Exception):
+    """A key or value is wrong; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    kind: str
+    host: str
+    port: int
+
+    @property
+    def protocol(self) -> str:
+        return LISTENER_KINDS[self.kind][0]
+
+    @property
+    def tls(self) -> str:
+        return LISTENER_KINDS[self.kind][1]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 100
+    max_connections: int = 20000
+    max_connections_per_ip: int = 50
+    max_errors: int = 10
+    max_command_line: int = 512
+    max_text_line: int = 1000
+    # RFC 5321 §4.5.3.2: server timeout 5 minutes for commands, 10 minutes after DATA end.
+    command_timeout: float = 300.0
+    data_timeout: float = 600.0
+    greeting_delay: float = 0.0
+    tls_handshake_timeout: float = 30.0
+    shutdown_grace: float = 30.0
+    reject_bare_line_endings: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    hostname: str
+    data_dir: Path
+    tls_cert: Path
+    tls_key: Path
+    listeners: tuple[ListenerConfig, ...]
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    log_level: str = "info"
+    fsync: bool = True
+    workers: int = 1
+    source: Path | None = None  # the file it came from; None for the development default
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "kittiwake.db"
+
+
+_TOP_KEYS = {"server", "tls", "limits", "listener", "log"}
+_SERVER_KEYS = {"hostname", "data_dir", "fsync", "workers"}
+_TLS_KEYS = {"cert", "key"}
+_LOG_KEYS = {"level"}
+_LISTENER_KEYS = {"kind", "address"}
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"unknown key {where}{key!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _typed(table: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}{key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def parse_address(text: str, where: str) -> tuple[str, int]:
+    """'127.0.0.1:25', '[::1]:25' or ':25' (all addresses) → (host, port)."""
+    host, sep, port_s = text.rpartition(":")
+    if not sep or not port_s.isdigit():
+        raise ConfigError(f"{where} must look like 'HOST:PORT', got {text!r}")
+    port = int(port_s)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where} port out of range: {port}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def _limits(table: dict[str, Any]) -> LimitsConfig:
+    defaults = LimitsConfig()
+    allowed = set(LimitsConfig.__dataclass_fields__)
+    _check_keys(table, allowed, "limits.")
+    values: dict[str, Any] = {}
+    for name in allowed:
+        default = getattr(defaults, name)
+        value = _typed(table, name, type(default), "limits.", default)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise ConfigError(f"limits.{name} must not be negative")
+        values[name] = value
+    if values["max_command_line"] < 512:
+        raise ConfigError("limits.max_command_line must be at least 512 (RFC 5321 §4.5.3.1.4)")
+    if values["max_text_line"] < 1000:
+        raise ConfigError("limits.max_text_line must be at least 1000 (RFC 5321 §4.5.3.1.6)")
+    return LimitsConfig(**values)
+
+
+def from_dict(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
+    _check_keys(raw, _TOP_KEYS, "")
+    server = raw.get("server", {})
+    tls = raw.get("tls", {})
+    log = raw.get("log", {})
+    for name, table in (("server", server), ("tls", tls), ("log", log)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{name}] must be a table")
+    _check_keys(server, _SERVER_KEYS, "server.")
+    _check_keys(tls, _TLS_KEYS, "tls.")
+    _check_keys(log, _LOG_KEYS, "log.")
+    hostname = _typed(server, "hostname", str, "server.", None)
+    if not hostname:
+        raise ConfigError("server.hostname is required")
+    data_dir = base_dir / _typed(server, "data_dir", str, "server.", "kittiwake-data")
+    cert = data_dir / "tls" / "cert.pem"
+    key = data_dir / "tls" / "key.pem"
+    if "cert" in tls:
+        cert = base_dir / _typed(tls, "cert", str, "tls.", "")
+    if "key" in tls:
+        key = base_dir / _typed(tls, "key", str, "tls.", "")
+    level = _typed(log, "level", str, "log.", "info").lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"log.level must be debug|info|warning|error, got {level!r}")
+    workers = _typed(server, "workers", int, "server.", 1)
+    if not 1 <= workers <= 64:
+        raise ConfigError("server.workers must be between 1 and 64")
+    listeners = []
+    raw_listeners = raw.get("listener", [])
+    if not isinstance(raw_listeners, list):
+        raise ConfigError("listener must be an array of tables ([[listener]])")
+    for i, item in enumerate(raw_listeners):
+        where = f"listener[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"listener[{i}] must be a table")
+        _check_keys(item, _LISTENER_KEYS, where)
+        kind = _typed(item, "kind", str, where, None)
+        if kind not in LISTENER_KINDS:
+            raise ConfigError(f"{where}kind must be one of {', '.join(LISTENER_KINDS)}, got {kind!r}")
+        address = _typed(item, "address", str, where, None)
+        if address is None:
+            raise ConfigError(f"{where}address is required")
+        host, port = parse_address(address, f"{where}address")
+        listeners.append(ListenerConfig(kind, host, port))
+    return Config(
+        hostname=hostname.lower(),
+        data_dir=data_dir,
+        tls_cert=cert,
+        tls_key=key,
+        listeners=tuple(listeners),
+        limits=_limits(raw.get("limits", {})),
+        log_level=level,
+        fsync=_typed(server, "fsync", bool, "server.", True),
+        workers=workers,
+        source=source,
+    )
+
+
+def load(path: Path) -> Config:
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return from_dict(raw, base_dir=path.parent.resolve(), source=path)
+
+
+def development_default(cwd: Path | None = None) -> Config:
+    base = (cwd or Path.cwd()).resolve()
+    raw: dict[str, Any] = {
+        "server": {"hostname": "localhost", "data_dir": "kittiwake-data"},
+        "listener": [{"kind": k, "address": f"{h}:{p}"} for k, h, p in DEV_LISTENERS],
+    }
+    return from_dict(raw, base_dir=base)
+
+
+def resolve(path: str | None) -> Config:
+    """--config wins, then KITTIWAKE_CONFIG, then the development default."""
+    chosen = path or os.environ.get("KITTIWAKE_CONFIG")
+    if chosen:
+        return load(Path(chosen))
+    return development_default()

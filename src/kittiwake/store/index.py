@@ -1,0 +1,97 @@
+"""SQL for the mailbox index shared by the Directory (creating mailboxes) and the MailStore
+(delivering, reading, rescanning).  Callers own the transaction; these helpers never
+BEGIN or COMMIT, so several of them compose into one atomic change."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from kittiwake.store import maildir
+from kittiwake.store.addresses import account_dir, fold
+
+DEFAULT_MAILBOXES: tuple[tuple[str, str | None], ...] = (
+    (maildir.INBOX, None),
+    # RFC 6154 SPECIAL-USE attributes, so clients find these without guessing by name.
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Junk", "\\Junk"),
+    ("Trash", "\\Trash"),
+    ("Archive", "\\Archive"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxRef:
+    """Enough to find a mailbox's rows and its folder on disk."""
+
+    id: int
+    account_id: int
+    account: str  # folded address
+    name: str
+
+    def folder(self, mail_root: Path) -> Path:
+        return maildir.folder_dir(account_dir(mail_root, self.account), self.name)
+
+
+def canonical_name(mailbox: str) -> str:
+    """RFC 9051 §5.1: INBOX is case-insensitive; every other name is taken as given."""
+    return maildir.INBOX if mailbox.upper() == maildir.INBOX else mailbox
+
+
+def create_mailbox(
+    conn: sqlite3.Connection, account_id: int, name: str, special_use: str | None, now: float
+) -> int:
+    """Insert a mailbox row; return its id.
+
+    RFC 9051 §2.3.1.1: a mailbox re-created under an old name must get a *greater*
+    UIDVALIDITY, or clients would trust cached UIDs.  Time alone fails when an account is
+    deleted and re-added within a second, so we take max(now, largest ever issued + 1).
+    """
+    row = conn.execute("SELECT MAX(uidvalidity) FROM mailboxes").fetchone()
+    uidvalidity = max(int(now), (row[0] or 0) + 1)
+    cur = conn.execute(
+        "INSERT INTO mailboxes (account_id, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
+        (account_id, canonical_name(name), uidvalidity, special_use),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def create_default_mailboxes(conn: sqlite3.Connection, account_id: int, now: float) -> None:
+    for name, special_use in DEFAULT_MAILBOXES:
+        create_mailbox(conn, account_id, name, special_use, now)
+
+
+def create_default_folders(root: Path) -> None:
+    """The Maildir++ tree for a new account: INBOX at the root, the rest as .Name folders."""
+    for name, _ in DEFAULT_MAILBOXES:
+        maildir.create_maildir(maildir.folder_dir(root, name), folder=name != maildir.INBOX)
+
+
+_REF_SQL = (
+    "SELECT m.id, m.account_id, a.address, m.name FROM mailboxes m "
+    "JOIN accounts a ON a.id = m.account_id"
+)
+
+
+def find_mailbox(conn: sqlite3.Connection, account: str, mailbox: str) -> MailboxRef | None:
+    row = conn.execute(
+        f"{_REF_SQL} WHERE a.address = ? AND m.name = ?", (fold(account), canonical_name(mailbox))
+    ).fetchone()
+    return MailboxRef(*row) if row else None
+
+
+def all_mailboxes(conn: sqlite3.Connection) -> list[MailboxRef]:
+    return [MailboxRef(*row) for row in conn.execute(f"{_REF_SQL} ORDER BY m.id")]
+
+
+def refresh_usage(conn: sqlite3.Connection, account_id: int) -> None:
+    """Recompute an account's used_bytes from its rows (after a rescan; deliveries add
+    incrementally instead, which keeps the hot path to one UPDATE)."""
+    conn.execute(
+        "UPDATE accounts SET used_bytes = (SELECT COALESCE(SUM(msg.size), 0) FROM messages msg "
+        "JOIN mailboxes mb ON mb.id = msg.mailbox_id WHERE mb.account_id = ?) WHERE id = ?",
+        (account_id, account_id),
+    )

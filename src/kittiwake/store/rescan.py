@@ -1,0 +1,157 @@
+"""Reconcile a mailbox's index rows with the files in its Maildir.
+
+Two situations need it.  Walk-in: a Maildir written by another program (migration, mbsync,
+procmail) — files on disk that the index does not know get UIDs, in mtime order so the UID
+order follows arrival order, with flags from their `:2,` info.  Crash recovery: a delivery
+that renamed its file into new/ but died before its COMMIT left a durable file with no row;
+walking it in is what guarantees the message is never lost (the sender may retry and we
+deliver twice — preferable to losing it).  Rows whose files vanished (deleted by another
+tool) are dropped, and flags changed by a Maildir reader in cur/ are adopted.
+
+Runs on the writer thread, between batches, so it never races a delivery's rename+commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+from kittiwake.store import maildir
+from kittiwake.store.index import MailboxRef, all_mailboxes, refresh_usage
+from kittiwake.store.models import RescanResult
+from kittiwake.store.structure import StructureParser, structure_json
+
+log = logging.getLogger(__name__)
+
+# Flags the Maildir info can carry; anything else (keywords) lives only in the index.
+_INFO_FLAGS = maildir.SYSTEM_FLAGS | {"$Forwarded"}
+
+
+def reconcile(
+    conn: sqlite3.Connection,
+    ref: MailboxRef,
+    folder: Path,
+    parser: StructureParser | None,
+) -> RescanResult:
+    if not maildir.is_maildir(folder):
+        # A missing folder is far more likely an unmounted volume or a typo'd data dir than
+        # a user who deleted every message; dropping the rows would lose flags and UIDs.
+        log.warning("rescan skipped: no maildir at %s (mailbox id=%d)", folder, ref.id)
+        return RescanResult()
+
+    on_disk = {entry.base: entry for entry in maildir.walk(folder)}
+    indexed = {
+        name: (uid, maildir.parse_flags(flags))
+        for uid, name, flags in conn.execute(
+            "SELECT uid, filename, flags FROM messages WHERE mailbox_id = ?", (ref.id,)
+        )
+    }
+    vanished = [uid for name, (uid, _) in indexed.items() if name not in on_disk]
+    arrivals = sorted(
+        (e for base, e in on_disk.items() if base not in indexed), key=lambda e: (e.mtime, e.base)
+    )
+    reflag: list[tuple[int, frozenset[str]]] = []
+    for name, (uid, flags) in indexed.items():
+        entry = on_disk.get(name)
+        # Only cur/ files carry authoritative info; new/ means "not yet seen by a reader".
+        if entry is not None and entry.in_cur and (flags & _INFO_FLAGS) != entry.flags:
+            reflag.append((uid, (flags - _INFO_FLAGS) | entry.flags))
+    if not (vanished or arrivals or reflag):
+        return RescanResult()
+
+    # Read and parse new files before taking the write lock; a walk-in may be large.
+    prepared = []
+    for entry in arrivals:
+        try:
+            raw = entry.path.read_bytes()
+        except FileNotFoundError:  # moved new/ → cur/ by a reader meanwhile: next rescan
+            continue
+        prepared.append((entry, len(raw), structure_json(parser, raw)))
+
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        state = conn.execute(
+            "SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?", (ref.id,)
+        ).fetchone()
+        if state is None:  # mailbox deleted meanwhile
+            conn.execute("ROLLBACK")
+            return RescanResult()
+        uidnext, modseq = state
+        if vanished:
+            # RFC 7162: an expunge is a change; bump the mailbox's modseq once for it.
+            modseq += 1
+            conn.executemany(
+                "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
+                [(ref.id, uid) for uid in vanished],
+            )
+        rows = []
+        for entry, size, structure in prepared:
+            modseq += 1
+            rows.append(
+                (
+                    ref.id,
+                    uidnext,
+                    entry.base,
+                    maildir.format_flags(entry.flags),
+                    entry.mtime,
+                    size,
+                    modseq,
+                    structure,
+                )
+            )
+            uidnext += 1
+        conn.executemany(
+            "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size, modseq,"
+            " structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        for uid, flags in reflag:
+            modseq += 1
+            conn.execute(
+                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                (maildir.format_flags(flags), modseq, ref.id, uid),
+            )
+        conn.execute(
+            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+            (uidnext, modseq, ref.id),
+        )
+        refresh_usage(conn, ref.account_id)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    result = RescanResult(added=len(rows), removed=len(vanished), reflagged=len(reflag))
+    log.info(
+        "rescan account=%s mailbox=%s added=%d removed=%d reflagged=%d",
+        ref.account,
+        ref.name,
+        result.added,
+        result.removed,
+        result.reflagged,
+    )
+    return result
+
+
+def startup_sweep(
+    conn: sqlite3.Connection,
+    mail_root: Path,
+    parser: StructureParser | None,
+    now: float | None = None,
+) -> RescanResult:
+    """At start: clear stale tmp/ files and reconcile every mailbox (crash leftovers).
+
+    Costs one directory listing per folder; acceptable at start-up and the only way to find
+    files a crash left between rename and COMMIT.
+    """
+    now = time.time() if now is None else now
+    added = removed = reflagged = cleaned = 0
+    for ref in all_mailboxes(conn):
+        folder = ref.folder(mail_root)
+        cleaned += maildir.clean_tmp(folder, now)
+        r = reconcile(conn, ref, folder, parser)
+        added, removed, reflagged = added + r.added, removed + r.removed, reflagged + r.reflagged
+    if cleaned:
+        log.info("removed %d stale tmp/ files", cleaned)
+    return RescanResult(added, removed, reflagged)
