@@ -202,7 +202,7 @@ def run_load(server, sessions_list: list[int], messages: int) -> list[tuple[int,
 
 
 def idle_rss(connections: int, workers: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, connections * 2 + 1000), hard))
     with tempfile.TemporaryDirectory() as tmp:
         kw = Kittiwake(Path(tmp), workers)

@@ -15,7 +15,9 @@ import secrets
 import signal
 import socket
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from kittiwake import tlsconfig
 from kittiwake.config import Config
@@ -23,7 +25,8 @@ from kittiwake.inbound import InboundBackend, InboundSettings
 from kittiwake.smtp.server import ServerSettings
 from kittiwake.smtpserver.server import ListenerSpec, SmtpServer, SmtpServerSettings
 from kittiwake.store.directory import Directory
-from kittiwake.store.mailstore import MailStore, StoreSettings
+from kittiwake.store.mailstore import MailStore
+from kittiwake.store.models import StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +128,13 @@ async def _serve(config: Config, sockets: dict[tuple[str, int], socket.socket] |
     log.info("event=stopped pid=%d", os.getpid())
 
 
-def _run(coro_factory: object) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:
-        uvloop = None
-    if uvloop is not None:
-        uvloop.run(coro_factory)  # type: ignore[arg-type]
+        asyncio.run(coro)
     else:
-        asyncio.run(coro_factory)  # type: ignore[arg-type]
+        uvloop.run(coro)
 
 
 def _reuseport_sockets(config: Config) -> dict[tuple[str, int], socket.socket]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from kittiwake import __version__, app, config, log
 from kittiwake.config import Config, ConfigError
 from kittiwake.store.directory import Directory
+from kittiwake.store.errors import StoreError
 
 INIT_TEMPLATE = """\
 # Kittiwake configuration, written by `kittiwake init`. Every key: docs/configuration.md.
@@ -162,8 +163,8 @@ def cmd_user(args: argparse.Namespace) -> int:
         elif args.action == "del":
             d.del_account(args.address, purge=args.purge)
         else:
-            for addr in d.list_accounts(args.domain):
-                print(addr)
+            for account in d.list_accounts(args.domain):
+                print(account.address)
     finally:
         d.close()
     return 0
@@ -177,8 +178,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
         elif args.action == "del":
             d.del_alias(args.source, args.target)
         else:
-            for source, target in d.list_aliases(args.domain):
-                print(f"{source} -> {target}")
+            for alias in d.list_aliases(args.domain):
+                for target in alias.targets:
+                    print(f"{alias.source} -> {target}")
     finally:
         d.close()
     return 0
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"kittiwake: configuration error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, LookupError) as e:
+    except (StoreError, ValueError, LookupError) as e:
         print(f"kittiwake: {e}", file=sys.stderr)
         return 1
 

@@ -230,7 +230,9 @@ def build_dsn(
     # RFC 3461 §4.3: RET=HDRS and non-failure reports return the header only.
     full = kind == "failure" and (ret is None or ret.upper() == "FULL")
     returned: Literal["full", "headers", "none"]
-    if full and len(original) <= max_original_size:
+    if not original:
+        returned = "none"  # lost, or the caller chose not to return it
+    elif full and len(original) <= max_original_size:
         returned = "full"
     elif len(header_block) <= max_original_size:
         returned = "headers"
@@ -238,7 +240,7 @@ def build_dsn(
         returned = "none"
 
     text = _human_text(kind, reporting_mta, arrival_date, now, recipients, returned,
-                       too_big=full and returned != "full")
+                       too_big=bool(original) and full and returned != "full")
     status = _status_part(reporting_mta, original_envelope_id, arrival_date, recipients)
 
     parts: list[tuple[list[str], bytes]] = []
@@ -318,8 +320,9 @@ def _status_part(reporting_mta: str, envid: str | None, arrival: datetime,
     """RFC 3464 §2.1: per-message fields, then a blank line before each recipient block."""
     groups: list[list[bytes]] = []
     per_message = [_field("Reporting-MTA", f"dns; {reporting_mta}")]
+    envid = _one_line(envid or "")
     if envid:
-        per_message.append(_field("Original-Envelope-Id", _one_line(envid)))
+        per_message.append(_field("Original-Envelope-Id", envid))
     per_message.append(_field("Arrival-Date", format_datetime(arrival)))
     groups.append(per_message)
     for rcpt in recipients:
@@ -356,7 +359,7 @@ def _human_text(kind: Kind, host: str, arrival: datetime, now: datetime,
             "full": "It's attached below.",
             "headers": ("The message was too large to return in full; its headers are "
                         "attached below." if too_big else "Its headers are attached below."),
-            "none": "It was too large to return.",
+            "none": "It was too large to return." if too_big else "It cannot be returned.",
         }[returned]
         paras.append("I'm sorry to have to inform you that your message could not be "
                      f"delivered to one or more recipients. {attached}")
@@ -498,7 +501,7 @@ def _needs_utf8(rcpt: DsnRecipient) -> bool:
 
 def _check_host(name: str, what: str) -> str:
     name = name.strip().rstrip(".")
-    if not _DOMAIN.match(name) and not re.fullmatch(r"\[[0-9A-Fa-f:.Iv]+\]", name):
+    if not _DOMAIN.match(name) and not re.fullmatch(r"\[(?:IPv6:)?[0-9A-Fa-f:.]+\]", name):
         raise ValueError(f"{what} is not a host name: {name!r}")
     return name
 

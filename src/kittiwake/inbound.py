@@ -18,7 +18,8 @@ from kittiwake.smtp import replies as R
 from kittiwake.smtp.replies import Reply, ReplyError
 from kittiwake.smtpserver.backend import Envelope, SessionInfo
 from kittiwake.store.directory import Directory
-from kittiwake.store.mailstore import DeliveryRequest, MailStore
+from kittiwake.store.mailstore import MailStore
+from kittiwake.store.models import DeliveryRequest
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,7 +46,7 @@ def kittiwake(*args: str, config: Path | None = None, input: str | None = None,
     if config is not None:
         cmd += ["--config", str(config)]
     return subprocess.run(cmd + list(args), input=input, capture_output=True, text=True,
-                          cwd=cwd, check=check, timeout=60)
+                          cwd=cwd, check=check, timeout=60, env=ENV)
 
 
 @dataclass
@@ -80,7 +81,8 @@ class Server:
             "[log]", 'level = "info"', "", "[limits]",
         ]
         for k, v in (limits or {}).items():
-            lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else v!r}".replace("'", '"'))
+            value = str(v).lower() if isinstance(v, bool) else repr(v).replace("'", '"')
+            lines.append(f"{k} = {value}")
         for kind, port in self.ports.items():
             lines += ["", "[[listener]]", f'kind = "{kind}"', f'address = "{self.host}:{port}"']
         self.config.write_text("\n".join(lines) + "\n")
@@ -96,10 +98,9 @@ class Server:
         assert self.proc is None
         self.log_path = self.root / "server.log"
         logf = self.log_path.open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kittiwake.cli", "--config", str(self.config), "serve"],
-            stdout=logf, stderr=logf, env=env,
+            stdout=logf, stderr=logf, env=ENV,
         )
         for port in self.ports.values():
             try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import smtplib
@@ -12,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import kittiwake, wait_port
+from conftest import ENV, kittiwake, wait_port
 
 SUBCOMMANDS = [
     [], ["init"], ["serve"], ["check-config"], ["domain"], ["domain", "add"], ["domain", "del"],
@@ -81,7 +80,7 @@ def _port_free(port: int) -> bool:
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed")
 @pytest.mark.skipif(not _port_free(2525), reason="port 2525 busy")
 def test_development_default_accepts_mail_for_postmaster_at_localhost(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "KITTIWAKE_CONFIG"}
+    env = {k: v for k, v in ENV.items() if k != "KITTIWAKE_CONFIG"}
     proc = subprocess.Popen([sys.executable, "-m", "kittiwake.cli", "serve"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+BODY = (b"x" * 98 + b"\r\n") * 30
+
 
 def _sender(srv, n: int, acked: list[bytes], stop: threading.Event) -> None:
     i = 0
@@ -18,11 +20,12 @@ def _sender(srv, n: int, acked: list[bytes], stop: threading.Event) -> None:
             with smtplib.SMTP(srv.host, srv.smtp, timeout=5) as c:
                 while not stop.is_set() and i < 2000:
                     mid = b"<crash-%d-%d@remote.test>" % (n, i)
-                    msg = b"Message-ID: " + mid + b"\r\nSubject: crash\r\n\r\n" + b"x" * 3000 + b"\r\n"
+                    msg = b"Message-ID: " + mid + b"\r\nSubject: crash\r\n\r\n" + BODY
                     i += 1
                     c.sendmail("x@remote.test", ["alice@example.test"], msg)
                     acked.append(mid)  # only after the 250
-        except (OSError, smtplib.SMTPException):
+        except (OSError, smtplib.SMTPException) as e:
+            print("sender stopped:", repr(e))
             return
 
 
@@ -35,7 +38,7 @@ def test_kill9_under_load_loses_no_acknowledged_message(make_server):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     acked: list[bytes] = []
     stop = threading.Event()
-    threads = [threading.Thread(target=_sender, args=(n, acked, stop)) for n in range(4)]
+    threads = [threading.Thread(target=_sender, args=(srv, n, acked, stop)) for n in range(4)]
     try:
         for t in threads:
             t.start()
@@ -58,7 +61,7 @@ def test_kill9_under_load_loses_no_acknowledged_message(make_server):
     missing = [m for m in acked if b"Message-ID: " + m not in present]
     assert not missing, f"{len(missing)} acknowledged messages lost"
     for c in contents:  # every visible file is a whole message, not a torn write
-        assert c.endswith(b"x" * 3000 + b"\r\n")
+        assert c.endswith(BODY)
     rows = srv.index_rows("alice@example.test")
     assert sorted(f for _, f, _ in rows) == sorted(f.name.split(":")[0] for f in files)
     assert len({u for u, _, _ in rows}) == len(rows)

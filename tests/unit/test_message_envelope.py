@@ -60,7 +60,7 @@ def test_build_envelope_unfolds_and_keeps_raw_values() -> None:
 
 
 _ADDRESS_ALPHABET = st.sampled_from(
-    list("abcXYZ019.-_ +=?") + ['"', "<", ">", "@", ",", ";", ":", "(", ")", "\\", "é", "\t", "[", "]"]
+    [*"abcXYZ019.-_ +=?", '"', "<", ">", "@", ",", ";", ":", "(", ")", "\\", "é", "\t", "[", "]"]
 )
 
 

@@ -183,7 +183,7 @@ def _lines(field: bytes) -> list[bytes]:
 
 
 def _unfolded(field: bytes) -> str:
-    name, value = next(iter_fields(field))
+    _, value = next(iter_fields(field))
     return " ".join(unfold(value).decode().split())
 
 

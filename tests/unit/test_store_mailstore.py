@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -224,3 +225,19 @@ def test_closed_store_refuses_work(data: Path) -> None:
             await store.deliver(ALICE, MESSAGE)
 
     asyncio.run(main())
+
+
+def test_io_failure_reaches_the_caller_and_leaves_no_row_or_file(data: Path) -> None:
+    shutil.rmtree(inbox(data) / ".Junk")
+
+    async def go(store: MailStore) -> None:
+        with pytest.raises(OSError):
+            await store.deliver_many(
+                [DeliveryRequest(ALICE, MESSAGE), DeliveryRequest(ALICE, MESSAGE, mailbox="Junk")]
+            )
+        assert await store.list_messages(ALICE, "INBOX") == []
+        assert (await store.deliver(ALICE, MESSAGE)).uid == 1  # the store carries on
+
+    run(go, data)
+    assert len(os.listdir(inbox(data) / "new")) == 1
+    assert os.listdir(inbox(data) / "tmp") == []

@@ -135,3 +135,16 @@ def test_missing_folder_is_not_mistaken_for_an_empty_one(data: Path) -> None:
         return len(await store.list_messages(ALICE, "Archive"))
 
     assert run(second, data) == 1
+
+
+def test_rescan_during_deliveries_never_indexes_a_file_twice(data: Path) -> None:
+    async def go(store: MailStore) -> None:
+        deliveries = [store.deliver(ALICE, MESSAGE + b"%d" % i) for i in range(100)]
+        rescans = [store.rescan(ALICE) for _ in range(20)]
+        results = await asyncio.gather(*deliveries, *rescans)
+        assert all(r.added == 0 for r in results[100:])  # type: ignore[union-attr]
+        msgs = await store.list_messages(ALICE, "INBOX")
+        assert [m.uid for m in msgs] == list(range(1, 101))
+        assert store.stats.failures == 0
+
+    run(go, data)

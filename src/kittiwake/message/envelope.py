@@ -145,34 +145,33 @@ def _addr_spec(tokens: list[Token]) -> tuple[str | None, str, str]:
 # and ``"Quoted Name" <local@domain>``.  Anything else (comments, groups, routes, quoted
 # local-parts, obs-phrase dots, escapes) goes to the full parser, which gives the same
 # result for these shapes (a test checks the two agree).
-_SIMPLE_ADDRESS_RE = re.compile(
+_SIMPLE_ITEM_RE = re.compile(
     r"""\s*(?:
         (?P<bare_local>[^\s"()<>\[\]@,;:\\]+)@(?P<bare_domain>[^\s"()<>\[\]@,;:\\]+)
       | (?:"(?P<quoted>[^"\\]*)"|(?P<phrase>[^"()<>\[\]@,;:.\\]*?))\s*
         <(?P<local>[^\s"()<>\[\]@,;:\\]+)@(?P<domain>[^\s"()<>\[\]@,;:\\]+)>
-    )\s*""",
+    )?\s*(?:,|\Z)""",
     re.VERBOSE,
 )
 
 
 def _simple_address_list(value: str) -> list[Address] | None:
-    if "(" in value or ":" in value or "\\" in value:
-        return None
-    segments = [value] if '"' in value else value.split(",")
+    """The fast path, or None when ``value`` is not made only of simple addresses."""
     result: list[Address] = []
-    for segment in segments:
-        m = _SIMPLE_ADDRESS_RE.fullmatch(segment)
+    pos = 0
+    end = len(value)
+    while pos < end:
+        m = _SIMPLE_ITEM_RE.match(value, pos)
         if m is None:
-            if segment.strip():
-                return None
-            continue
+            return None
+        pos = m.end()
         if m.group("bare_local") is not None:
             result.append([None, None, m.group("bare_local"), m.group("bare_domain")])
-            continue
-        name = m.group("quoted")
-        if name is None:
-            name = " ".join(m.group("phrase").split()) or None
-        result.append([name, None, m.group("local"), m.group("domain")])
+        elif m.group("local") is not None:
+            name = m.group("quoted")
+            if name is None:
+                name = " ".join(m.group("phrase").split()) or None
+            result.append([name, None, m.group("local"), m.group("domain")])
     return result
 
 

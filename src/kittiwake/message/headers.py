@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 __all__ = [
+    "FIELD_RE",
     "date_header",
     "decode_charset",
     "decode_words",
@@ -38,10 +39,10 @@ __all__ = [
 ]
 
 # RFC 5322 §2.2: field-name = 1*ftext, ftext = %d33-57 / %d59-126 (printable, no colon).
-# RFC 5322 §4.5.? obs-optional allows WSP between the name and the colon.  A field runs
+# RFC 5322 §4.5 (obs-optional) allows WSP between the name and the colon.  A field runs
 # on over continuation lines that start with WSP (§2.2.3 folding).  Lines that match
 # neither (garbage) are skipped by the scanner, which is what "tolerant" means here.
-_FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\n[ \t].*)*)", re.MULTILINE)
+FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\n[ \t].*)*)", re.MULTILINE)
 
 _LF = 0x0A
 _CR = 0x0D
@@ -95,7 +96,7 @@ def iter_field_spans(header_block: bytes) -> Iterator[tuple[str, int, int]]:
     first empty line, so passing a whole message is safe.
     """
     limit, _ = header_bounds(header_block)
-    for m in _FIELD_RE.finditer(header_block, 0, limit):
+    for m in FIELD_RE.finditer(header_block, 0, limit):
         end = m.end()
         if end < len(header_block) and header_block[end] == _LF:
             end += 1
@@ -110,7 +111,7 @@ def iter_fields(header_block: bytes) -> Iterator[tuple[str, bytes]]:
     (no colon, bad name, stray continuation) are skipped.
     """
     limit, _ = header_bounds(header_block)
-    for m in _FIELD_RE.finditer(header_block, 0, limit):
+    for m in FIELD_RE.finditer(header_block, 0, limit):
         value = m.group(2)
         if value.endswith(b"\r"):
             value = value[:-1]

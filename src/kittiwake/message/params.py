@@ -113,12 +113,48 @@ def _merge_rfc2231(raw_params: list[tuple[str, str]]) -> Params:
     return out
 
 
+# Fast path for the everyday shape ``type/sub; a=b; c="d"``: no comments, escapes,
+# RFC 2231 sections or odd unquoted values.  Anything else takes the general parser,
+# which agrees on these shapes (a test checks).
+_SIMPLE_MAIN_RE = re.compile(r'\s*([^\s;"()\\]*)\s*')
+_SIMPLE_PARAM_RE = re.compile(r';\s*([^\s;="()\\*]+)\s*=\s*(?:"([^"\\]*)"|([^\s;"()\\]*))\s*')
+_SIMPLE_END_RE = re.compile(r"(?:;\s*)*")
+
+
+def _simple_header_value(value: str) -> tuple[str, Params] | None:
+    m = _SIMPLE_MAIN_RE.match(value)
+    assert m is not None  # every part of it may match empty
+    main = m.group(1)
+    params: Params = []
+    pos = m.end()
+    end = len(value)
+    while pos < end:
+        m = _SIMPLE_PARAM_RE.match(value, pos)
+        if m is None:
+            tail = _SIMPLE_END_RE.match(value, pos)
+            if tail is not None and tail.end() == end:
+                break
+            return None
+        quoted = m.group(2)
+        params.append([m.group(1), quoted if quoted is not None else m.group(3)])
+        pos = m.end()
+    return main, params
+
+
 def parse_header_value(value: str) -> tuple[str, Params]:
     """Split ``main-value *(";" attribute "=" value)`` into the main value and params.
 
     The main value is comment-stripped and trimmed (``text/plain``, ``attachment``).
     Parameters without "=" are dropped; names are trimmed but keep their case.
     """
+    simple = _simple_header_value(value)
+    if simple is not None:
+        return simple
+    return _parse_header_value(value)
+
+
+def _parse_header_value(value: str) -> tuple[str, Params]:
+    """The general parser behind :func:`parse_header_value`."""
     segments = _segments(value)
     main = strip_comments(segments[0])
     raw_params: list[tuple[str, str]] = []

@@ -45,7 +45,7 @@ from typing import Any
 
 from kittiwake.message.bodystructure import format_body, format_bodystructure, format_envelope
 from kittiwake.message.envelope import ENVELOPE_FIELDS, build_envelope
-from kittiwake.message.headers import header_bounds
+from kittiwake.message.headers import FIELD_RE, header_bounds
 from kittiwake.message.params import get_param, parse_header_value, parse_list, strip_comments
 
 __all__ = [
@@ -73,9 +73,8 @@ _CR = 0x0D
 _LWSP = b" \t"
 
 
-# Same field syntax as headers.iter_fields; names are matched as bytes so the many
-# fields we do not want (Received, DKIM-Signature, ...) cost one set lookup each.
-_FIELD_RE = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\n[ \t].*)*)", re.MULTILINE)
+# Field names are matched as bytes so the many fields we do not want (Received,
+# DKIM-Signature, ...) cost one set lookup each.
 _CONTENT_FIELDS = frozenset(
     {
         b"content-type",
@@ -116,7 +115,7 @@ class _Parser:
     def fields(self, start: int, end: int, wanted: frozenset[bytes]) -> dict[str, str]:
         """First occurrence of each wanted field (lower-case name -> text value)."""
         found: dict[bytes, bytes] = {}
-        for m in _FIELD_RE.finditer(self.raw[start:end]):
+        for m in FIELD_RE.finditer(self.raw[start:end]):
             name, value = m.group(1, 2)
             name = name.lower()
             if name in wanted and name not in found:

@@ -136,19 +136,19 @@ class SmtpServer:
             ctx = self.ssl_context if lst.tls == "implicit" else None
             if lst.tls == "implicit" and ctx is None:
                 raise RuntimeError(f"listener {lst.kind} on port {lst.spec.port} needs a TLS certificate")
-            kwargs: dict[str, object] = {}
-            if ctx is not None:
-                kwargs["ssl_handshake_timeout"] = self.settings.tls_handshake_timeout
+            timeout = self.settings.tls_handshake_timeout if ctx is not None else None
             sock = (sockets or {}).get((lst.spec.host, lst.spec.port))
+
             def factory(lst: Listener = lst) -> Session:
                 return Session(lst)
+
             if sock is not None:
                 lst.asyncio_server = await loop.create_server(
-                    factory, sock=sock, ssl=ctx, backlog=4096, **kwargs)  # type: ignore[arg-type]
+                    factory, sock=sock, ssl=ctx, backlog=4096, ssl_handshake_timeout=timeout)
             else:
                 lst.asyncio_server = await loop.create_server(
                     factory, lst.spec.host, lst.spec.port, ssl=ctx, backlog=4096,
-                    reuse_address=True, **kwargs)  # type: ignore[arg-type]
+                    reuse_address=True, ssl_handshake_timeout=timeout)
             log.info("event=listening kind=%s address=%s:%d tls=%s", lst.kind, lst.spec.host,
                      lst.spec.port, lst.tls)
         self._sweeper = loop.create_task(self._sweep())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from kittiwake.smtp import events as ev
 from kittiwake.smtp import replies as R
@@ -53,7 +53,8 @@ class Session(asyncio.Protocol):
 
     # --- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         lst = self._listener
         peer = transport.get_extra_info("peername") or ("?", 0)

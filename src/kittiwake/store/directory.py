@@ -67,6 +67,7 @@ class Directory:
         self.mail_root = mail_root if mail_root is not None else self.db_path.parent / "mail"
         self._passwords: PasswordScheme = passwords if passwords is not None else Credentials()
         self._separator = subaddress_separator
+        self._durable = durable
         self._lock = threading.Lock()
         self._conn = db.connect(self.db_path, durable=durable, check_same_thread=False)
         self._dummy_hash: str | None = None
@@ -159,7 +160,7 @@ class Directory:
         # Hashing is slow on purpose and the tree is file-system work: both outside the lock.
         password_hash = self._passwords.hash(password)
         scram = self._passwords.scram(password)
-        index.create_default_folders(account_dir(self.mail_root, key))
+        index.create_default_folders(account_dir(self.mail_root, key), durable=self._durable)
         now = time.time()
         with self._lock:
             conn = self._conn

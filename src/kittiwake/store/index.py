@@ -64,10 +64,15 @@ def create_default_mailboxes(conn: sqlite3.Connection, account_id: int, now: flo
         create_mailbox(conn, account_id, name, special_use, now)
 
 
-def create_default_folders(root: Path) -> None:
-    """The Maildir++ tree for a new account: INBOX at the root, the rest as .Name folders."""
+def create_default_folders(root: Path, *, durable: bool = True) -> None:
+    """The Maildir++ tree for a new account: INBOX at the root, the rest as .Name folders.
+    With `durable`, the chain up to the mail root is fsynced too (see create_maildir)."""
     for name, _ in DEFAULT_MAILBOXES:
-        maildir.create_maildir(maildir.folder_dir(root, name), folder=name != maildir.INBOX)
+        folder = maildir.folder_dir(root, name)
+        maildir.create_maildir(folder, folder=name != maildir.INBOX, durable=durable)
+    if durable:
+        for directory in (root.parent, root.parent.parent):  # <domain>/, mail/
+            maildir.fsync_dir(directory)
 
 
 _REF_SQL = (

@@ -14,9 +14,10 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from kittiwake.store.errors import InvalidMailboxName
 
@@ -27,17 +28,23 @@ TMP_MAX_AGE = 36 * 3600
 
 # Maildir spec "info" letters ↔ IMAP flags.  P ("passed": resent/forwarded/bounced) has no IMAP
 # system flag; RFC 5788 registers $Forwarded for the same idea, and Dovecot maps it that way.
-_INFO_TO_FLAG = {
-    "D": "\\Draft",
-    "F": "\\Flagged",
-    "P": "$Forwarded",
-    "R": "\\Answered",
-    "S": "\\Seen",
-    "T": "\\Deleted",
-}
-_FLAG_TO_INFO = {flag.lower(): letter for letter, flag in _INFO_TO_FLAG.items()}
+_INFO_TO_FLAG: Mapping[str, str] = MappingProxyType(
+    {
+        "D": "\\Draft",
+        "F": "\\Flagged",
+        "P": "$Forwarded",
+        "R": "\\Answered",
+        "S": "\\Seen",
+        "T": "\\Deleted",
+    }
+)
+_FLAG_TO_INFO: Mapping[str, str] = MappingProxyType(
+    {flag.lower(): letter for letter, flag in _INFO_TO_FLAG.items()}
+)
 SYSTEM_FLAGS = frozenset({"\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"})
-_CANONICAL = {f.lower(): f for f in (*SYSTEM_FLAGS, "$Forwarded")}
+_CANONICAL: Mapping[str, str] = MappingProxyType(
+    {f.lower(): f for f in (*SYSTEM_FLAGS, "$Forwarded")}
+)
 
 
 # ---------------------------------------------------------------------------- flags
@@ -143,13 +150,19 @@ def folder_dir(root: Path, mailbox: str) -> Path:
     return root / ("." + ".".join(escaped))
 
 
-def create_maildir(path: Path, *, folder: bool) -> None:
+def create_maildir(path: Path, *, folder: bool, durable: bool = True) -> None:
     """Create tmp/new/cur (mode 0700: mail is private); folders also get the Maildir++
-    `maildirfolder` marker that tells quota-aware tools the parent holds the quota."""
+    `maildirfolder` marker that tells quota-aware tools the parent holds the quota.
+
+    `durable` fsyncs the new entries: a delivery's directory fsync makes its file durable
+    inside new/, which is worth nothing if new/ itself could vanish in a crash.
+    """
     for sub in SUBDIRS:
         (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     if folder:
         (path / "maildirfolder").touch(mode=0o600, exist_ok=True)
+    if durable:
+        fsync_dir(path)
 
 
 def is_maildir(path: Path) -> bool:
@@ -180,14 +193,15 @@ class WalkEntry:
     size: int
 
 
-def walk(folder: Path) -> Iterator[WalkEntry]:
+def walk(folder: Path) -> list[WalkEntry]:
     """Message files in new/ and cur/ (never tmp/: those are unfinished deliveries).
 
-    Dot files are skipped (the spec reserves them).  A base present in both directories — a
-    reader crashed mid-move — is reported once, from cur/, since that copy carries the flags.
+    Dot files are skipped (the spec reserves them).  new/ is listed before cur/: a reader
+    moving a file new/ → cur/ while we look is then seen at least once, never missed.  A base
+    seen in both is reported from cur/, whose copy carries the flags.
     """
-    seen: set[str] = set()
-    for sub in ("cur", "new"):
+    found: dict[str, WalkEntry] = {}
+    for sub in ("new", "cur"):
         try:
             entries = list(os.scandir(folder / sub))
         except FileNotFoundError:
@@ -202,11 +216,11 @@ def walk(folder: Path) -> Iterator[WalkEntry]:
             except FileNotFoundError:  # moved by a reader while we looked
                 continue
             base, info = split_name(entry.name)
-            if base in seen:
-                continue
-            seen.add(base)
             flags = flags_from_info(info) if sub == "cur" else frozenset()
-            yield WalkEntry(base, Path(entry.path), flags, sub == "cur", st.st_mtime, st.st_size)
+            found[base] = WalkEntry(
+                base, Path(entry.path), flags, sub == "cur", st.st_mtime, st.st_size
+            )
+    return list(found.values())
 
 
 def locate(folder: Path, base: str, flags: Iterable[str]) -> Path | None:

@@ -14,9 +14,8 @@ import concurrent.futures
 import functools
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from kittiwake.store import db, maildir
 from kittiwake.store.addresses import fold
@@ -52,10 +51,9 @@ class MailStore:
         self._parser_override = parse_structure
         self._parser: StructureParser | None = None
         self._writer: Writer | None = None
+        self._stats_source: Writer | None = None  # kept after close() for final numbers
         self._readers: concurrent.futures.ThreadPoolExecutor | None = None
-        self._local = threading.local()
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
+        self._reader_conns = db.ThreadConnections(settings.db_path, durable=settings.fsync)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -76,7 +74,14 @@ class MailStore:
         self._readers = concurrent.futures.ThreadPoolExecutor(
             READ_THREADS, thread_name_prefix="kittiwake-store-read"
         )
-        swept = await self._call(lambda conn: startup_sweep(conn, mail_root, parser))
+        self._stats_source = writer
+        try:
+            swept = await self._call(
+                lambda conn, in_flight: startup_sweep(conn, mail_root, parser, in_flight)
+            )
+        except BaseException:
+            await self.close()  # a half-started store must not keep threads alive
+            raise
         log.info(
             "store started data_dir=%s walked_in=%d dropped=%d reflagged=%d",
             self.settings.data_dir,
@@ -93,10 +98,7 @@ class MailStore:
             await asyncio.to_thread(writer.stop)
         if readers is not None:
             await asyncio.to_thread(readers.shutdown, True)
-        with self._conns_lock:
-            conns, self._reader_conns = self._reader_conns, []
-        for conn in conns:
-            conn.close()
+        self._reader_conns.close_all()
 
     async def __aenter__(self) -> MailStore:
         await self.start()
@@ -107,7 +109,8 @@ class MailStore:
 
     @property
     def stats(self) -> StoreStats:
-        return self._writer.stats if self._writer is not None else StoreStats()
+        source = self._stats_source
+        return source.stats if source is not None else StoreStats()
 
     # ------------------------------------------------------------------ delivery
 
@@ -143,11 +146,11 @@ class MailStore:
         flags changed by other Maildir readers)."""
         mail_root, parser = self.settings.mail_root, self._parser
 
-        def run(conn: sqlite3.Connection) -> RescanResult:
+        def run(conn: sqlite3.Connection, in_flight: Callable[[], frozenset[str]]) -> RescanResult:
             ref = find_mailbox(conn, account, mailbox)
             if ref is None:
                 raise NotFound(f"no mailbox {mailbox!r} for {account}")
-            return reconcile(conn, ref, ref.folder(mail_root), parser)
+            return reconcile(conn, ref, ref.folder(mail_root), parser, in_flight)
 
         result: RescanResult = await self._call(run)
         return result
@@ -157,7 +160,7 @@ class MailStore:
             raise StoreClosed("mail store is not started")
         return self._writer
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _call(self, fn: Callable[[sqlite3.Connection, Callable[[], frozenset[str]]], T]) -> T:
         call = Call(fn, asyncio.get_running_loop())
         self._require_writer().submit(call)
         result: T = await call.future
@@ -237,15 +240,4 @@ class MailStore:
         return await loop.run_in_executor(self._readers, functools.partial(self._with_conn, fn))
 
     def _with_conn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: Any = getattr(self._local, "conn", None)
-        if conn is None:
-            # One connection per pool thread; closed by close() from another thread, hence
-            # check_same_thread=False (it is still only ever used by its own thread).
-            conn = db.connect(
-                self.settings.db_path, durable=self.settings.fsync, check_same_thread=False
-            )
-            self._local.conn = conn
-            with self._conns_lock:
-                self._reader_conns.append(conn)
-        result: T = fn(conn)
-        return result
+        return fn(self._reader_conns.get())

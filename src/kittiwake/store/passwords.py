@@ -23,20 +23,20 @@ class PasswordScheme(Protocol):
 
 
 class Credentials:
-    """`kittiwake.credentials`, imported on first use so the store imports cleanly while that
-    module is still being written (and so importing the store does not load argon2)."""
+    """`kittiwake.credentials`, imported on first use: importing the store (say, for the
+    CLI's `domain list`) need not load argon2."""
 
     def hash(self, password: str) -> str:
-        from kittiwake import credentials  # type: ignore[attr-defined, unused-ignore]
+        from kittiwake import credentials
 
-        return str(credentials.hash_password(password))
+        return credentials.hash_password(password)
 
     def verify(self, stored: str, password: str) -> bool:
-        from kittiwake import credentials  # type: ignore[attr-defined, unused-ignore]
+        from kittiwake import credentials
 
-        return bool(credentials.verify_password(stored, password))
+        return credentials.verify_password(stored, password)
 
     def scram(self, password: str) -> str:
-        from kittiwake import credentials  # type: ignore[attr-defined, unused-ignore]
+        from kittiwake import credentials
 
-        return str(credentials.derive_scram_sha256(password).to_text())
+        return credentials.derive_scram_sha256(password).to_text()

@@ -8,7 +8,9 @@ walking it in is what guarantees the message is never lost (the sender may retry
 deliver twice — preferable to losing it).  Rows whose files vanished (deleted by another
 tool) are dropped, and flags changed by a Maildir reader in cur/ are adopted.
 
-Runs on the writer thread, between batches, so it never races a delivery's rename+commit.
+Runs on the committer thread, so no commit happens while it works; files a delivery has
+renamed into place but not yet committed are named by `in_flight` and left alone — they are
+about to get their row, and walking them in would index them twice.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kittiwake.store import maildir
@@ -34,6 +37,7 @@ def reconcile(
     ref: MailboxRef,
     folder: Path,
     parser: StructureParser | None,
+    in_flight: Callable[[], frozenset[str]] = frozenset,
 ) -> RescanResult:
     if not maildir.is_maildir(folder):
         # A missing folder is far more likely an unmounted volume or a typo'd data dir than
@@ -42,13 +46,22 @@ def reconcile(
         return RescanResult()
 
     on_disk = {entry.base: entry for entry in maildir.walk(folder)}
+    # Asked *after* the walk: a name is announced before its rename and withdrawn only after
+    # its commit, which cannot happen while we run, so every uncommitted file we saw is in it.
+    for base in in_flight() & on_disk.keys():
+        del on_disk[base]
     indexed = {
         name: (uid, maildir.parse_flags(flags))
         for uid, name, flags in conn.execute(
             "SELECT uid, filename, flags FROM messages WHERE mailbox_id = ?", (ref.id,)
         )
     }
-    vanished = [uid for name, (uid, _) in indexed.items() if name not in on_disk]
+    # Checked once more by name: a reader may have renamed the file while we listed.
+    vanished = [
+        uid
+        for name, (uid, flags) in indexed.items()
+        if name not in on_disk and maildir.locate(folder, name, flags) is None
+    ]
     arrivals = sorted(
         (e for base, e in on_disk.items() if base not in indexed), key=lambda e: (e.mtime, e.base)
     )
@@ -138,6 +151,7 @@ def startup_sweep(
     conn: sqlite3.Connection,
     mail_root: Path,
     parser: StructureParser | None,
+    in_flight: Callable[[], frozenset[str]] = frozenset,
     now: float | None = None,
 ) -> RescanResult:
     """At start: clear stale tmp/ files and reconcile every mailbox (crash leftovers).
@@ -150,7 +164,7 @@ def startup_sweep(
     for ref in all_mailboxes(conn):
         folder = ref.folder(mail_root)
         cleaned += maildir.clean_tmp(folder, now)
-        r = reconcile(conn, ref, folder, parser)
+        r = reconcile(conn, ref, folder, parser, in_flight)
         added, removed, reflagged = added + r.added, removed + r.removed, reflagged + r.reflagged
     if cleaned:
         log.info("removed %d stale tmp/ files", cleaned)

@@ -19,9 +19,7 @@ StructureParser = Callable[[bytes], object]
 def default_parser() -> StructureParser | None:
     """`kittiwake.message.structure.parse_structure`, or None while it is not available."""
     try:
-        from kittiwake.message.structure import (  # type: ignore[import-not-found, unused-ignore]
-            parse_structure,
-        )
+        from kittiwake.message.structure import parse_structure
     except ImportError:
         return None
     parser: StructureParser = parse_structure

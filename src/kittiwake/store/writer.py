@@ -138,6 +138,7 @@ class Writer:
         self._in_stage1 = 0  # groups still writing files
         self._in_flight: set[str] = set()  # base names renamed into place but not committed
         self._closing = False
+        self._dead = False  # the committer died of a bug; stage 1 must not queue for it
         self._thread: threading.Thread | None = None
         self._io = concurrent.futures.ThreadPoolExecutor(
             max(1, settings.write_threads), thread_name_prefix="kittiwake-store-io"
@@ -185,17 +186,25 @@ class Writer:
                 self._cv.notify()
                 return
             self._in_stage1 += 1
-        for item in work.items:
-            self._io.submit(self._stage1, work, item)
+        for n, item in enumerate(work.items):
+            try:
+                self._io.submit(self._stage1, work, item)
+            except BaseException as exc:  # pool unusable: account for what never ran
+                for unsent in work.items[n:]:
+                    self._stage1_done(work, unsent, exc)
+                raise
 
     # ------------------------------------------------------------------ stage 1 (pool)
 
     def _stage1(self, group: Group, item: _Item) -> None:
-        error: BaseException | None = None
         try:
             self._write_one(item)
         except BaseException as exc:
-            error = exc
+            self._stage1_done(group, item, exc)
+        else:
+            self._stage1_done(group, item, None)
+
+    def _stage1_done(self, group: Group, item: _Item, error: BaseException | None) -> None:
         with self._cv:
             if error is not None:
                 group.error = group.error or error
@@ -205,10 +214,11 @@ class Writer:
             if group.remaining:
                 return
             self._in_stage1 -= 1
-            if group.error is None:
+            if group.error is None and not self._dead:
                 self._ready.append(group)
                 self._cv.notify()
                 return
+            group.error = group.error or StoreClosed("mail store writer stopped")
             self._cv.notify()  # stop() may be waiting for stage 1 to drain
         self._fail(group)
 
@@ -260,6 +270,17 @@ class Writer:
                     self._run_call(conn, work)
                 else:
                     self._commit_batch(conn, work)
+        except BaseException as exc:  # a bug: fail what waits rather than hang callers forever
+            log.exception("store committer died")
+            with self._cv:
+                self._closing = self._dead = True
+                orphans, self._ready = list(self._ready), deque()
+            for orphan in orphans:
+                if isinstance(orphan, Call):
+                    _post(orphan.loop, orphan.future, None, exc)
+                else:
+                    orphan.error = exc
+                    self._fail(orphan)
         finally:
             conn.close()
 
@@ -308,17 +329,18 @@ class Writer:
             for g in groups:
                 g.error = g.error or exc
                 g.results = None
-        delivered = 0
+        # Counters first: a caller woken by its future must see its own delivery counted.
+        with self._cv:
+            self._counts["batches"] += 1
+            self._counts["messages"] += sum(len(g.results) for g in groups if g.results)
+            self._in_flight.difference_update(
+                it.base for g in groups if g.results is not None for it in g.items
+            )
         for g in groups:
             if g.results is None:
                 self._fail(g)
             else:
-                delivered += len(g.results)
                 _post(g.loop, g.future, g.results, None)
-        with self._cv:
-            self._counts["batches"] += 1
-            self._counts["messages"] += delivered
-            self._in_flight.difference_update(it.base for g in groups for it in g.items)
 
     def _fsync_dirs(self, groups: list[Group]) -> None:
         if not self._settings.fsync:

@@ -1,0 +1,40 @@
+"""Database: pragmas and schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kittiwake.store import db
+from kittiwake.store.errors import SchemaTooNew
+
+
+def test_connect_uses_wal_full_sync_and_migrates_once(tmp_path: Path) -> None:
+    path = tmp_path / "kittiwake.db"
+    conn = db.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    latest = db.MIGRATIONS[-1].version
+    assert db.schema_version(conn) == latest
+    conn.close()
+    again = db.connect(path)  # idempotent
+    assert again.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == latest
+    again.close()
+
+
+def test_later_migrations_apply_in_order(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "k.db")
+    extra = db.Migration(len(db.MIGRATIONS) + 1, "queue", ("CREATE TABLE queue (id TEXT)",))
+    assert db.migrate(conn, (*db.MIGRATIONS, extra)) == extra.version
+    conn.execute("INSERT INTO queue VALUES ('x')")
+    conn.close()
+
+
+def test_a_database_from_a_newer_program_is_refused(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "k.db")
+    conn.execute("INSERT INTO schema_version VALUES (999)")
+    conn.close()
+    with pytest.raises(SchemaTooNew):
+        db.connect(tmp_path / "k.db")
