@@ -21,8 +21,13 @@ from typing import Any
 
 from kittiwake import tlsconfig
 from kittiwake.config import Config
+from kittiwake.dns import DnsResolver, DnsSettings
 from kittiwake.inbound import InboundBackend, InboundSettings
+from kittiwake.queue.runner import QueueRunner, RunnerSettings
+from kittiwake.queue.schedule import RetrySchedule
+from kittiwake.queue.spool import Spool
 from kittiwake.smtp.server import ServerSettings
+from kittiwake.smtpclient.types import ClientSettings
 from kittiwake.smtpserver.server import ListenerSpec, SmtpServer, SmtpServerSettings
 from kittiwake.store.directory import Directory
 from kittiwake.store.mailstore import MailStore
@@ -80,47 +85,91 @@ def smtp_settings(config: Config) -> SmtpServerSettings:
         greeting_delay=lim.greeting_delay,
         tls_handshake_timeout=lim.tls_handshake_timeout,
         shutdown_grace=lim.shutdown_grace,
+        auth_max_failures=config.submission.auth_max_failures,
+        auth_lockout=config.submission.auth_lockout,
     )
 
 
 @dataclass
 class Running:
-    """What `run_servers` started, so tests and `serve` can stop it the same way."""
+    """What `start` started, so tests and `serve` can stop it the same way."""
 
     store: MailStore
     directory: Directory
     smtp: SmtpServer
+    spool: Spool
+    runner: QueueRunner | None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket] | None = None) -> Running:
+def client_settings(config: Config) -> ClientSettings:
+    d = config.delivery
+    auth = (d.smarthost_user, d.smarthost_password) if d.smarthost_user else None
+    return ClientSettings(
+        helo_name=config.hostname, port=d.port, tls=d.tls, connect_timeout=d.connect_timeout,
+        smarthost=d.smarthost or None, smarthost_auth=auth,
+        max_message_size=config.limits.max_message_size)
+
+
+def retry_schedule(config: Config) -> RetrySchedule:
+    q = config.queue
+    return RetrySchedule(minimal_backoff=q.minimal_backoff, maximal_backoff=q.maximal_backoff,
+                         max_lifetime=q.max_lifetime, delay_warning_after=q.delay_warning_after)
+
+
+async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket] | None = None,
+                run_queue: bool = True) -> Running:
+    """Start the store, the queue runner and the listeners. With several workers, only the
+    first runs the queue (`run_queue`), so one process owns outbound delivery."""
     prepare_data_dir(config)
-    store = MailStore(StoreSettings(data_dir=config.data_dir, fsync=config.fsync))
+    store = MailStore(StoreSettings(data_dir=config.data_dir, fsync=config.fsync,
+                                    hostname=config.hostname))
     await store.start()
     directory = Directory(config.db_path)
+    spool = Spool(config.data_dir, fsync=config.fsync)
     ssl_context = None
     if config.tls_cert.exists() and config.tls_key.exists():
         ssl_context = tlsconfig.server_context(config.tls_cert, config.tls_key)
-    backend = InboundBackend(InboundSettings(hostname=config.hostname), directory, store)
+    sub = config.submission
+    backend = InboundBackend(
+        InboundSettings(hostname=config.hostname, sender_policy=sub.sender_policy,
+                        hide_submitter_ip=sub.hide_client_ip),
+        directory, store)
+    runner = QueueRunner(
+        RunnerSettings(hostname=config.hostname, poll_interval=config.queue.poll_interval,
+                       concurrency=config.delivery.concurrency,
+                       per_domain=config.delivery.per_domain),
+        spool, retry_schedule(config), client_settings(config),
+        DnsResolver(DnsSettings(nameservers=config.dns.nameservers, port=config.dns.port,
+                                timeout=config.dns.timeout)),
+        inject=backend.inject)
+    backend.queue = runner
+    if run_queue:
+        await runner.start()
     specs = [ListenerSpec(lc.kind, lc.host, lc.port, lc.tls) for lc in config.listeners]
     smtp = SmtpServer(smtp_settings(config), specs, backend, ssl_context)
     await smtp.start(sockets)
-    return Running(store=store, directory=directory, smtp=smtp)
+    return Running(store=store, directory=directory, smtp=smtp, spool=spool,
+                   runner=runner if run_queue else None)
 
 
 async def stop(running: Running) -> None:
     await running.smtp.shutdown()
+    if running.runner is not None:
+        await running.runner.stop()
+    running.spool.close()
     await running.store.close()
     running.directory.close()
     running.stopped.set()
 
 
-async def _serve(config: Config, sockets: dict[tuple[str, int], socket.socket] | None) -> None:
+async def _serve(config: Config, sockets: dict[tuple[str, int], socket.socket] | None,
+                 run_queue: bool = True) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
-    running = await start(config, sockets=sockets)
+    running = await start(config, sockets=sockets, run_queue=run_queue)
     log.info("event=started pid=%d hostname=%s", os.getpid(), config.hostname)
     await done.wait()
     log.info("event=stopping pid=%d", os.getpid())
@@ -159,13 +208,13 @@ def serve(config: Config) -> int:
         _run(_serve(config, None))
         return 0
     children: list[int] = []
-    for _ in range(config.workers):
+    for n in range(config.workers):
         sockets = _reuseport_sockets(config)
         pid = os.fork()
         if pid == 0:  # worker
             code = 0
             try:
-                _run(_serve(config, sockets))
+                _run(_serve(config, sockets, run_queue=n == 0))
             except BaseException:
                 log.exception("event=worker_crashed pid=%d", os.getpid())
                 code = 1

@@ -67,6 +67,44 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    port: int = 25  # remote SMTP port; only test setups change it
+    tls: str = "opportunistic"
+    smarthost: str = ""
+    smarthost_user: str = ""
+    smarthost_password: str = ""
+    concurrency: int = 20
+    per_domain: int = 5
+    connect_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    # Postfix's defaults: minimal_backoff_time, maximal_backoff_time, maximal_queue_lifetime,
+    # delay_warning_time (0 = no delay warnings).
+    minimal_backoff: float = 300.0
+    maximal_backoff: float = 4000.0
+    max_lifetime: float = 5 * 86400.0
+    delay_warning_after: float = 4 * 3600.0
+    poll_interval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    nameservers: tuple[str, ...] = ()
+    port: int = 53
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionConfig:
+    sender_policy: str = "own"
+    hide_client_ip: bool = False
+    auth_max_failures: int = 10
+    auth_lockout: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
     data_dir: Path
@@ -74,6 +112,10 @@ class Config:
     tls_key: Path
     listeners: tuple[ListenerConfig, ...]
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     log_level: str = "info"
     fsync: bool = True
     workers: int = 1
@@ -84,7 +126,8 @@ class Config:
         return self.data_dir / "kittiwake.db"
 
 
-_TOP_KEYS = {"server", "tls", "limits", "listener", "log"}
+_TOP_KEYS = {"server", "tls", "limits", "listener", "log", "delivery", "queue", "dns",
+             "submission"}
 _SERVER_KEYS = {"hostname", "data_dir", "fsync", "workers"}
 _TLS_KEYS = {"cert", "key"}
 _LOG_KEYS = {"level"}
@@ -121,22 +164,65 @@ def parse_address(text: str, where: str) -> tuple[str, int]:
     return host, port
 
 
-def _limits(table: dict[str, Any]) -> LimitsConfig:
-    defaults = LimitsConfig()
-    allowed = set(LimitsConfig.__dataclass_fields__)
-    _check_keys(table, allowed, "limits.")
+def _section(raw: dict[str, Any], name: str, cls: type[Any]) -> dict[str, Any]:
+    """Read `[name]` into the fields of dataclass `cls`, typed like the defaults."""
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    defaults = cls()
+    allowed = set(cls.__dataclass_fields__)
+    _check_keys(table, allowed, f"{name}.")
     values: dict[str, Any] = {}
-    for name in allowed:
-        default = getattr(defaults, name)
-        value = _typed(table, name, type(default), "limits.", default)
+    for key in allowed:
+        default = getattr(defaults, key)
+        if isinstance(default, tuple):
+            value = table.get(key, default)
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name}.{key} must be a list of strings")
+            value = tuple(value)
+        else:
+            value = _typed(table, key, type(default), f"{name}.", default)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"limits.{name} must not be negative")
-        values[name] = value
+            raise ConfigError(f"{name}.{key} must not be negative")
+        values[key] = value
+    return values
+
+
+def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _limits(raw: dict[str, Any]) -> LimitsConfig:
+    values = _section(raw, "limits", LimitsConfig)
     if values["max_command_line"] < 512:
         raise ConfigError("limits.max_command_line must be at least 512 (RFC 5321 §4.5.3.1.4)")
     if values["max_text_line"] < 1000:
         raise ConfigError("limits.max_text_line must be at least 1000 (RFC 5321 §4.5.3.1.6)")
     return LimitsConfig(**values)
+
+
+def _delivery(raw: dict[str, Any]) -> DeliveryConfig:
+    values = _section(raw, "delivery", DeliveryConfig)
+    _choice(values["tls"], ("opportunistic", "required", "none"), "delivery.tls")
+    if not 0 < values["port"] < 65536:
+        raise ConfigError("delivery.port out of range")
+    if values["smarthost_user"] and not values["smarthost"]:
+        raise ConfigError("delivery.smarthost_user needs delivery.smarthost")
+    return DeliveryConfig(**values)
+
+
+def _dns(raw: dict[str, Any]) -> DnsConfig:
+    values = _section(raw, "dns", DnsConfig)
+    if not 0 < values["port"] < 65536:
+        raise ConfigError("dns.port out of range")
+    return DnsConfig(**values)
+
+
+def _submission(raw: dict[str, Any]) -> SubmissionConfig:
+    values = _section(raw, "submission", SubmissionConfig)
+    _choice(values["sender_policy"], ("own", "any"), "submission.sender_policy")
+    return SubmissionConfig(**values)
 
 
 def from_dict(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
@@ -189,7 +275,11 @@ def from_dict(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None
         tls_cert=cert,
         tls_key=key,
         listeners=tuple(listeners),
-        limits=_limits(raw.get("limits", {})),
+        limits=_limits(raw),
+        delivery=_delivery(raw),
+        queue=QueueConfig(**_section(raw, "queue", QueueConfig)),
+        dns=_dns(raw),
+        submission=_submission(raw),
         log_level=level,
         fsync=_typed(server, "fsync", bool, "server.", True),
         workers=workers,

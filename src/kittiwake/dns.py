@@ -136,7 +136,10 @@ class DnsResolver:
         self._resolver = resolver
 
     async def mx(self, domain: str) -> MxResult:
-        name = ascii_name(domain)
+        try:
+            name = ascii_name(domain)
+        except UnicodeError:
+            return MxResult((), DnsStatus.NXDOMAIN, detail=f"{domain!r}: invalid domain name")
         try:
             answer = await self._query(name, dns.rdatatype.MX)
         except dns.resolver.NXDOMAIN:
@@ -157,7 +160,10 @@ class DnsResolver:
         literal = _ip_literal(host)
         if literal is not None:
             return [literal]
-        name = ascii_name(host)
+        try:
+            name = ascii_name(host)
+        except UnicodeError:
+            return []
         results = await asyncio.gather(self._addresses(name, dns.rdatatype.A),
                                        self._addresses(name, dns.rdatatype.AAAA))
         found = [addr for addrs in results if isinstance(addrs, list) for addr in addrs]
@@ -169,7 +175,10 @@ class DnsResolver:
         return []
 
     async def txt(self, name: str) -> list[str]:
-        qname = ascii_name(name)
+        try:
+            qname = ascii_name(name)
+        except UnicodeError:
+            return []
         try:
             answer = await self._query(qname, dns.rdatatype.TXT)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -192,7 +201,10 @@ class DnsResolver:
 
     async def _query(self, name: str, rdtype: dns.rdatatype.RdataType) -> dns.resolver.Answer:
         # Absolute name and no search list: "example" must never become "example.corp".
-        qname = dns.name.from_text(name + ".")
+        try:
+            qname = dns.name.from_text(name + ".")
+        except (dns.exception.SyntaxError, dns.name.NameTooLong):  # empty/long label or name
+            raise dns.resolver.NXDOMAIN from None  # a name that cannot exist
         return await self._resolver.resolve(qname, rdtype, search=False,
                                             lifetime=self.settings.timeout)
 

@@ -11,9 +11,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from email.utils import getaddresses
+from typing import Protocol
 
 from kittiwake.address import Address
-from kittiwake.message.headers import delivered_to_header, received_header, return_path_header
+from kittiwake.message.headers import (
+    date_header,
+    delivered_to_header,
+    get_field,
+    message_id,
+    received_header,
+    return_path_header,
+    split_header,
+    unfold,
+)
+from kittiwake.queue.models import Origin, QueuedRecipientSpec
+from kittiwake.queue.notify import Notification
+from kittiwake.sasl import CredentialLookup, ScramCredentials
 from kittiwake.smtp import replies as R
 from kittiwake.smtp.replies import Reply, ReplyError
 from kittiwake.smtpserver.backend import Envelope, SessionInfo
@@ -27,59 +41,215 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class InboundSettings:
     hostname: str
+    # "own": authenticated users send only as their own addresses (accounts and aliases that
+    # lead to them), in MAIL FROM and in From:; "any": no check (a trusted relay setup).
+    sender_policy: str = "own"
+    hide_submitter_ip: bool = False
+
+
+class DirectoryCredentials:
+    """The SASL credential lookup over the account directory (shared by SMTP, IMAP, POP3)."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+
+    def verify_password(self, username: str, password: str) -> bool:
+        return self._directory.verify_password(username, password)
+
+    def scram_credentials(self, username: str) -> ScramCredentials | None:
+        text = self._directory.scram_credentials(username)
+        if not text:
+            return None
+        try:
+            return ScramCredentials.from_text(text)
+        except ValueError:
+            log.warning("event=bad_scram_record user=%s", username)
+            return None
 
 
 class InboundBackend:
-    def __init__(self, settings: InboundSettings, directory: Directory, store: MailStore) -> None:
+    def __init__(self, settings: InboundSettings, directory: Directory, store: MailStore,
+                 queue: OutboundQueue | None = None) -> None:
         self.settings = settings
         self.directory = directory
         self.store = store
+        self.queue = queue
+        self._credentials = DirectoryCredentials(directory)
+
+    def credentials(self) -> CredentialLookup | None:
+        return self._credentials
+
+    def owns(self, user: str, address: str) -> bool:
+        """True when `address` is the user's account or an alias that delivers to it."""
+        if address.lower() == user.lower():
+            return True
+        return user.lower() in (a.lower() for a in self.directory.resolve(address).local)
 
     async def mail_from(self, session: SessionInfo, envelope: Envelope) -> None:
+        if session.listener == "smtp":
+            return None
+        # Submission (RFC 6409 §4.3): only authenticated users, only as themselves.
+        user = session.authenticated_as
+        if user is None:
+            raise ReplyError(R.AUTH_REQUIRED)
+        if self.settings.sender_policy == "any":
+            return None
+        if envelope.sender is None or not self.owns(user, _key(envelope.sender)):
+            raise ReplyError(R.SENDER_NOT_OWNED)
         return None
 
     async def rcpt_to(
         self, session: SessionInfo, envelope: Envelope, recipient: Address,
         params: dict[str, str | None],
     ) -> None:
-        domain = recipient.domain
-        if self.directory.is_local_domain(domain):
+        submission = session.listener != "smtp"
+        if submission and session.authenticated_as is None:
+            raise ReplyError(R.AUTH_REQUIRED)
+        if self.directory.is_local_domain(recipient.domain):
             resolution = self.directory.resolve(_key(recipient))
-            if not resolution.local:
-                # Remote alias targets need the outbound queue; until it exists they are
-                # refused like unknown users rather than accepted and lost.
+            if not resolution:
                 raise ReplyError(R.NO_SUCH_USER)
+            if resolution.remote and self.queue is None:
+                raise ReplyError(R.NO_SUCH_USER)  # no outbound queue in this process
             return
-        raise ReplyError(R.RELAY_DENIED)
+        if session.authenticated_as is None:
+            raise ReplyError(R.RELAY_DENIED)  # never an open relay
+        if self.queue is None:
+            raise ReplyError(R.RELAY_DENIED)
 
     async def data(
         self, session: SessionInfo, envelope: Envelope, content: bytes, queue_id: str
     ) -> Reply:
         now = dt.datetime.now(dt.UTC).astimezone()
-        sender = str(envelope.sender) if envelope.sender is not None else None
-        return_path = return_path_header(sender)
-        requests: list[DeliveryRequest] = []
-        seen: set[str] = set()
-        for rcpt in envelope.recipients:
-            for account in self.directory.resolve(_key(rcpt)).local:
-                if account in seen:  # two aliases of one account: one copy
-                    continue
-                seen.add(account)
-                received = received_header(
-                    from_helo=session.helo or session.peer_ip, from_ip=session.peer_ip,
-                    from_rdns=None, by_host=self.settings.hostname,
-                    protocol=_with_keyword(session, envelope), queue_id=queue_id,
-                    recipient=str(rcpt),
-                    tls=f"{session.tls_version} cipher {session.tls_cipher}"
-                    if session.tls_version else None,
-                    when=now,
-                )
-                head = return_path + delivered_to_header(str(rcpt)) + received
-                requests.append(DeliveryRequest(account=account, content=head + content))
-        if not requests:
+        if session.listener != "smtp":
+            content = self._submission_content(session, content, now)
+        local: dict[str, Address] = {}  # account → the recipient address that led there
+        remote: list[tuple[str, dict[str, str | None]]] = []
+        for rcpt, params in zip(envelope.recipients, envelope.rcpt_params, strict=True):
+            if self.directory.is_local_domain(rcpt.domain):
+                resolution = self.directory.resolve(_key(rcpt))
+                for account in resolution.local:
+                    local.setdefault(account, rcpt)  # two aliases of one account: one copy
+                # Forwarding keeps NOTIFY; ORCPT records the address the sender used.
+                fwd = dict(params)
+                fwd.setdefault("ORCPT", "rfc822;" + xtext_encode(str(rcpt)))
+                remote.extend((target, fwd) for target in resolution.remote)
+            else:
+                remote.append((str(rcpt), params))
+        if not local and not remote:
             raise ReplyError(R.NO_SUCH_USER)
-        await self.store.deliver_many(requests)
+        if remote:  # queued first: a crash before the 250 at worst duplicates, never loses
+            await self._enqueue(session, envelope, content, queue_id, remote, now)
+        if local:
+            requests = [
+                DeliveryRequest(account=account, content=self._local_headers(
+                    session, envelope, queue_id, rcpt, now) + content)
+                for account, rcpt in local.items()
+            ]
+            await self.store.deliver_many(requests)
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
+    def _received(self, session: SessionInfo, envelope: Envelope, queue_id: str,
+                  rcpt: str | None, now: dt.datetime) -> bytes:
+        hide = session.listener != "smtp" and self.settings.hide_submitter_ip
+        return received_header(
+            from_helo=session.helo or session.peer_ip, from_ip=session.peer_ip,
+            from_rdns=None, by_host=self.settings.hostname,
+            protocol=_with_keyword(session, envelope), queue_id=queue_id,
+            recipient=rcpt,
+            tls=f"{session.tls_version} cipher {session.tls_cipher}"
+            if session.tls_version else None,
+            when=now, hide_ip=hide,
+        )
+
+    def _local_headers(self, session: SessionInfo, envelope: Envelope, queue_id: str,
+                       rcpt: Address, now: dt.datetime) -> bytes:
+        sender = str(envelope.sender) if envelope.sender is not None else None
+        return (return_path_header(sender) + delivered_to_header(str(rcpt))
+                + self._received(session, envelope, queue_id, str(rcpt), now))
+
+    async def _enqueue(self, session: SessionInfo, envelope: Envelope, content: bytes,
+                       queue_id: str, remote: list[tuple[str, dict[str, str | None]]],
+                       now: dt.datetime) -> None:
+        assert self.queue is not None
+        specs = [QueuedRecipientSpec(addr, orcpt=params.get("ORCPT"), notify=params.get("NOTIFY"))
+                 for addr, params in remote]
+        one = remote[0][0] if len(remote) == 1 else None
+        received = self._received(session, envelope, queue_id, one, now)
+        params = envelope.mail_params
+        await self.queue.enqueue(
+            queue_id, received + content,
+            str(envelope.sender) if envelope.sender is not None else "", specs,
+            envid=params.get("ENVID"), ret=params.get("RET"), smtputf8=envelope.smtputf8,
+            eight_bit=(params.get("BODY") or "").upper() == "8BITMIME",
+            origin="smtp" if session.listener == "smtp" else "submission",
+            auth_user=session.authenticated_as)
+
+    def _submission_content(self, session: SessionInfo, content: bytes, now: dt.datetime
+                            ) -> bytes:
+        """RFC 6409 §8: complete Date and Message-ID; and From: must be the user's own."""
+        header, _ = split_header(content)
+        user = session.authenticated_as
+        if user is not None and self.settings.sender_policy == "own":
+            from_field = get_field(header, "from")
+            if from_field is None:
+                raise ReplyError(R.FROM_MISSING)
+            for addr in _header_addresses(from_field):
+                if not self.owns(user, addr):
+                    raise ReplyError(R.FROM_NOT_OWNED)
+        extra = b""
+        if get_field(header, "date") is None:
+            extra += date_header(now)
+        if get_field(header, "message-id") is None:
+            extra += b"Message-ID: " + message_id(self.settings.hostname).encode() + b"\r\n"
+        return extra + content
+
+    async def inject(self, note: Notification) -> None:
+        """Deliver a DSN the queue owes: locally when the sender is ours, else queue it.
+
+        The envelope sender is null (RFC 3461 §6.2), so a DSN can never cause another one.
+        """
+        now = dt.datetime.now(dt.UTC).astimezone()
+        resolution = self.directory.resolve(note.recipient)
+        if resolution.local:
+            head = return_path_header(None) + delivered_to_header(note.recipient)
+            await self.store.deliver_many([
+                DeliveryRequest(account=account, content=head + note.content)
+                for account in resolution.local])
+            return
+        if self.queue is None:
+            log.warning("event=dsn_dropped to=<%s> reason=no_queue", note.recipient)
+            return
+        queue_id = f"B{int(now.timestamp() * 1e6):x}"
+        await self.queue.enqueue(queue_id, note.content, "", [QueuedRecipientSpec(note.recipient)],
+                                 smtputf8=note.smtputf8, eight_bit=note.eight_bit,
+                                 origin="bounce", auth_user=None)
+
+
+class OutboundQueue(Protocol):
+    """The part of the queue the Backend uses: durable enqueue, then wake the runner."""
+
+    async def enqueue(self, queue_id: str, content: bytes, sender: str,
+                      recipients: list[QueuedRecipientSpec], *, envid: str | None = None,
+                      ret: str | None = None, smtputf8: bool = False, eight_bit: bool = False,
+                      origin: Origin = "smtp", auth_user: str | None) -> None: ...
+
+
+def _header_addresses(value: bytes) -> list[str]:
+    """The addr-specs of an address-list header (RFC 5322 §3.4), groups included."""
+    text = unfold(value).decode("utf-8", "replace")
+    return [addr for _, addr in getaddresses([text]) if addr]
+
+
+def xtext_encode(text: str) -> str:
+    """RFC 3461 §4: "+" and "=" and anything outside printable ASCII become +XX."""
+    out = []
+    for byte in text.encode("utf-8"):
+        if 33 <= byte <= 126 and byte not in (43, 61):
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
 
 
 def _key(address: Address) -> str:

@@ -83,9 +83,11 @@ class Success:
 @dataclass(frozen=True, slots=True)
 class Failure:
     """Authentication failed. ``reason`` is for logs only: never echo it to the peer, as it
-    would tell an attacker which part (user, password, binding) was wrong."""
+    would tell an attacker which part (user, password, binding) was wrong. ``username`` is
+    the claimed identity when one was parsed, so callers can throttle per account."""
 
     reason: str
+    username: str | None = None
 
 
 Step = Challenge | Success | Failure
@@ -320,7 +322,7 @@ class PlainMechanism(_Exchange):
         if refused is not None:
             return refused
         if not self._lookup.verify_password(authcid, password):
-            return Failure("invalid credentials")
+            return Failure("invalid credentials", authcid)
         return Success(authcid, authzid, None)
 
 
@@ -350,7 +352,7 @@ class LoginMechanism(_Exchange):
         if not password:
             return Failure("malformed LOGIN password")
         if not self._lookup.verify_password(self._username, password):
-            return Failure("invalid credentials")
+            return Failure("invalid credentials", self._username)
         return Success(self._username, None, None)
 
 
@@ -577,9 +579,9 @@ class ScramSha256Mechanism(_Exchange):
         proof_ok = hmac.compare_digest(hashlib.sha256(client_key).digest(), credentials.stored_key)
         server_signature = _hmac(credentials.server_key, auth_message)
         if not self._known_user:
-            return Failure("unknown user")
+            return Failure("unknown user", self._authcid)
         if not proof_ok:
-            return Failure("invalid client proof")
+            return Failure("invalid client proof", self._authcid)
         return Success(self._authcid, self._authzid, f"v={_b64(server_signature)}".encode())
 
 

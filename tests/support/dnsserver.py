@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import dns.exception
 import dns.message
@@ -217,15 +217,18 @@ def _record_type(line: str) -> str | None:
     return next((w.upper() for w in words if w.upper() in ("SOA", "NS")), None)
 
 
-def dns_server_fixture(zones: Mapping[str, str], *, scope: str = "module"
+Scope = Literal["session", "package", "module", "class", "function"]
+
+
+def dns_server_fixture(zones: Mapping[str, str], *, scope: Scope = "module"
                        ) -> Callable[..., Iterator[DnsServer]]:
     """A pytest fixture serving `zones`: `dns = dns_server_fixture({...})` in a test module."""
 
-    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    @pytest.fixture(scope=scope)
     def _fixture() -> Iterator[DnsServer]:
         if not nsd_available():
             pytest.skip("needs nsd (apt-get install nsd)")
         with DnsServer(zones) as server:
             yield server
 
-    return _fixture  # type: ignore[no-any-return]
+    return _fixture

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.dnsserver import DnsServer, dns_server_fixture, txt_record
 
 from kittiwake.dns import (
     DnsResolver,
@@ -23,6 +22,7 @@ from kittiwake.dns import (
     ascii_name,
     order_mx,
 )
+from support.dnsserver import DnsServer, dns_server_fixture, txt_record
 
 T = TypeVar("T")
 
@@ -101,6 +101,13 @@ def test_null_mx_mixed_with_a_real_mx_uses_the_real_one(resolver: DnsResolver) -
 def test_nonexistent_domain_is_nxdomain(resolver: DnsResolver) -> None:
     result = run(resolver.mx("nowhere.mx.test"))
     assert result.status is DnsStatus.NXDOMAIN and result.hosts == ()
+
+
+def test_impossible_names_do_not_exist(resolver: DnsResolver) -> None:
+    assert run(resolver.mx("a" * 64 + ".mx.test")).status is DnsStatus.NXDOMAIN
+    assert run(resolver.mx("a..mx.test")).status is DnsStatus.NXDOMAIN
+    assert run(resolver.addresses("x" * 300)) == []
+    assert run(resolver.txt("\udcff.mx.test")) == []
 
 
 def test_refused_query_is_a_temporary_failure(resolver: DnsResolver) -> None:

@@ -4,6 +4,8 @@ replies matched back to commands, and dot-stuffing (RFC 5321 §4.5.2)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -132,7 +134,7 @@ def test_dot_stuffed_content_is_read_back_by_the_server_core(parts: list[bytes],
     content = b"".join(parts)
     stuffer = DotStuffer()
     edges = sorted({0, len(content), *(c % (len(content) + 1) for c in cuts)})
-    wire = b"".join(stuffer.feed(content[a:b]) for a, b in zip(edges, edges[1:], strict=False))
+    wire = b"".join(stuffer.feed(content[a:b]) for a, b in itertools.pairwise(edges))
     wire += stuffer.end()
     assert wire == dot_stuff(content)
     reader = DataReader(max_size=10**6, max_line=10**6, reject_bare_line_endings=True)

@@ -61,8 +61,6 @@ class Command:
 
 
 # --- events ----------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class ServerReply:
     command: Command
@@ -70,8 +68,8 @@ class ServerReply:
 
 
 @dataclass(frozen=True, slots=True)
-class ReadyForContent:
-    """DATA got 354 and at least one recipient was accepted: send the content now."""
+class ReadyForContent:  # DATA got 354 and a recipient was accepted: send the content now
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +95,7 @@ class TransactionDone:
 
 
 @dataclass(frozen=True, slots=True)
-class ProtocolError:
-    """The server broke the protocol; close the connection."""
-
+class ProtocolError:  # the server broke the protocol: close the connection
     reason: str
     command: Command | None
 
@@ -113,8 +109,6 @@ Event = ServerReply | ReadyForContent | TransactionDone | ProtocolError | Connec
 
 
 # --- capabilities ----------------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What the server's EHLO reply advertised (RFC 5321 §4.1.1.1). HELO means none."""
@@ -165,13 +159,8 @@ _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
 def xtext_encode(text: str) -> str:
     """RFC 3461 §4: "+", "=" and octets outside "!".."~" become "+XX" (UTF-8 octets)."""
-    out = []
-    for byte in text.encode("utf-8"):
-        if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
+    return "".join(chr(b) if 0x21 <= b <= 0x7E and b not in (0x2B, 0x3D) else f"+{b:02X}"
+                   for b in text.encode("utf-8"))
 
 
 def xtext_decode(text: str) -> str:
@@ -183,13 +172,8 @@ def xtext_decode(text: str) -> str:
 def _utf8_addr_xtext(addr: str) -> str:
     # RFC 6533 §3 utf-8-addr-xtext: QCHAR as itself, anything else as \x{HEX} (no leading
     # zeros, at least two digits). Pure ASCII, so it is valid with or without SMTPUTF8.
-    out = []
-    for ch in addr:
-        if 0x21 <= ord(ch) <= 0x7E and ch not in "+=\\":
-            out.append(ch)
-        else:
-            out.append(f"\\x{{{ord(ch):02X}}}")
-    return "".join(out)
+    return "".join(ch if 0x21 <= ord(ch) <= 0x7E and ch not in "+=\\" else f"\\x{{{ord(ch):02X}}}"
+                   for ch in addr)
 
 
 def _check_text(value: str, what: str) -> None:

@@ -139,44 +139,48 @@ class Destination:
 
     async def _walk(self, msg: PreparedMessage, pending: list[PreparedRecipient],
                     final: dict[int, DeliveryResult]) -> dict[int, DeliveryResult]:
-        """Try the kept connection, then the hosts in order; return the unsettled results."""
+        """Try the kept connection, then the hosts in order; return the unsettled results.
+
+        `last` holds each unsettled recipient's latest transient result: a host that could
+        not even be reached also counts, so the reply reported is the last one seen.
+        """
         last: dict[int, DeliveryResult] = {}
 
-        async def use(session: SmtpSession) -> None:
-            nonlocal pending
-            for result, r in zip(await session.transact(msg, pending), pending, strict=True):
+        async def use(session: SmtpSession) -> list[PreparedRecipient]:
+            for index, result in (await session.transact(msg, pending)).items():
                 if result.delivered or result.permanent:
-                    final[r.index] = result
+                    final[index] = result
                 else:
-                    last[r.index] = result
-            pending = [r for r in pending if r.index not in final]
+                    last[index] = result
             await self._keep(session)
+            return [r for r in pending if r.index not in final]
 
         kept = self._session
-        fresh = kept is not None and kept.usable and \
-            kept.messages < self.settings.reuse_limit and \
-            asyncio.get_running_loop().time() - kept.opened_at < self.settings.reuse_time_limit
-        if kept is not None and fresh:
-            await use(kept)
-            if not pending:
-                return last
-        elif kept is not None:
-            await self.close()
+        if kept is not None:
+            fresh = kept.usable and kept.messages < self.settings.reuse_limit and \
+                asyncio.get_running_loop().time() - kept.opened_at < \
+                self.settings.reuse_time_limit
+            if fresh:
+                pending = await use(kept)
+            else:
+                await self.close()
+        if not pending:
+            return {}
 
         routes = await self._routes()
         if isinstance(routes, Reply):
             return {r.index: _synth(r, routes) for r in pending}
         hosts, port = routes
-        error: Reply | None = None  # why the last host could not be used
         dns_trouble: Reply | None = None
         attempts = 0
         for host in hosts:
             if attempts >= self.settings.max_addresses or not pending:
                 break
             try:
-                addresses = [ip] if (ip := _ip(host)) else await self.resolver.addresses(host)
-            except DnsTemporaryError as exc:
-                dns_trouble = Reply(451, "4.4.3", f"cannot look up {host}: {exc}")
+                addresses = [ip] if (ip := _ip(host)) else await asyncio.wait_for(
+                    self.resolver.addresses(host), self.settings.dns_timeout)
+            except (DnsTemporaryError, TimeoutError) as exc:
+                dns_trouble = Reply(451, "4.4.3", f"cannot look up {host}: {exc or 'timeout'}")
                 continue
             for address in addresses:
                 if attempts >= self.settings.max_addresses or not pending:
@@ -184,19 +188,20 @@ class Destination:
                 attempts += 1
                 session = await self._open(host, address, port)
                 if isinstance(session, Reply):
-                    error = session
+                    for r in pending:
+                        last[r.index] = _synth(r, session, permanent=False, host=host,
+                                               address=address)
                     continue
-                await use(session)
+                pending = await use(session)
         if not pending:
-            return last
-        if error is None and dns_trouble is None and attempts == 0:
+            return {}
+        if not last and dns_trouble is None and attempts == 0:
             # Every host name resolved to nothing: the domain (implicit MX) or its MX hosts
             # have no address at all (RFC 5321 §5.1) — that will not fix itself soon.
             why = Reply(550, "5.4.4", f"no address found for the mail hosts of {self.domain}")
             return {r.index: _synth(r, why) for r in pending}
-        fallback = error or dns_trouble or Reply(451, "4.4.1", "no mail host could be reached")
-        return {r.index: last.get(r.index) or _synth(r, fallback, permanent=False)
-                for r in pending}
+        fallback = dns_trouble or Reply(451, "4.4.1", "no mail host could be reached")
+        return {r.index: last.get(r.index) or _synth(r, fallback) for r in pending}
 
     async def _routes(self) -> tuple[list[str], int] | Reply:
         if self._smarthost is not None:
@@ -204,7 +209,10 @@ class Destination:
         if self.domain.startswith("["):  # RFC 5321 §4.1.3: an address literal, no DNS
             ip = _ip(self.domain)
             return ([ip], self.settings.port) if ip else Reply(553, "5.1.2", "bad address literal")
-        mx = await self.resolver.mx(self.domain)
+        try:
+            mx = await asyncio.wait_for(self.resolver.mx(self.domain), self.settings.dns_timeout)
+        except TimeoutError:
+            return Reply(451, "4.4.3", f"MX lookup for {self.domain} timed out")
         if mx.status is DnsStatus.NULL_MX:
             return NULL_MX
         if mx.status is DnsStatus.NXDOMAIN:
@@ -247,12 +255,12 @@ class Destination:
             await old.close()  # bounded by quit_timeout
 
 
-def _synth(rcpt: PreparedRecipient, reply: Reply, *, permanent: bool | None = None
-           ) -> DeliveryResult:
-    """A result no server gave (DNS, local checks, unreachable hosts)."""
+def _synth(rcpt: PreparedRecipient, reply: Reply, *, permanent: bool | None = None,
+           host: str | None = None, address: str | None = None) -> DeliveryResult:
+    """A result no transaction gave (DNS, local checks, hosts that could not be used)."""
     return DeliveryResult(recipient=rcpt.recipient.address, reply=reply,
                           permanent=reply.code >= 500 if permanent is None else permanent,
-                          host=None, delivered=False)
+                          host=host, delivered=False, address=address)
 
 
 def _domain_of(address: str) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kittiwake.address import Address, AddressError, parse_address, quote_local_part
+from kittiwake.address import Address, AddressError, parse_address
 from kittiwake.smtp.replies import Reply
 from kittiwake.smtpclient.convert import to_7bit
 from kittiwake.smtpclient.types import OutboundMessage, Recipient
@@ -39,7 +39,7 @@ def _ascii_form(text: str, address: Address) -> str | None:
         return text
     if not address.local.isascii():
         return None
-    return f"{quote_local_part(address.local)}@{address.ascii_domain}"
+    return str(Address(address.local, address.ascii_domain))  # local part quoted as needed
 
 
 def _notify(value: str | None) -> str | None:

@@ -86,7 +86,7 @@ class SmtpSession:
             why = exc.strerror or type(exc).__name__
             raise SessionError(Reply(451, "4.4.1", f"connect to {self.peer}: {why}")) from None
         greeting = await self._reply()
-        if greeting.code != 220:  # RFC 5321 §3.1: 554 (or 4xx) means "not here, not now"
+        if not 200 <= greeting.code < 300:  # RFC 5321 §3.1: 554 (or 4xx): "not here, not now"
             raise SessionError(greeting)
         await self._hello()
         if tls != "none" and tls_context is not None:
@@ -162,10 +162,15 @@ class SmtpSession:
 
     # --- transactions ---------------------------------------------------------------------
     async def transact(self, msg: PreparedMessage, rcpts: list[PreparedRecipient]
-                       ) -> list[DeliveryResult]:
-        """Deliver `msg` to `rcpts` over this connection; one result per recipient."""
+                       ) -> dict[int, DeliveryResult]:
+        """Deliver `msg` to `rcpts` over this connection; a result per recipient index."""
+        results = await self._transact(msg, rcpts)
+        return {r.index: result for r, result in results}
+
+    async def _transact(self, msg: PreparedMessage, rcpts: list[PreparedRecipient]
+                        ) -> list[tuple[PreparedRecipient, DeliveryResult]]:
         caps = self.core.capabilities
-        results: list[DeliveryResult] = []
+        results: list[tuple[PreparedRecipient, DeliveryResult]] = []
         utf8 = caps.smtputf8 and (msg.message.smtputf8 or not msg.sender_as_given.isascii()
                                   or any(not r.as_given.isascii() for r in rcpts))
         if not utf8 and msg.needs_smtputf8:
@@ -265,9 +270,9 @@ class SmtpSession:
             return outcome
 
     def _result(self, rcpt: PreparedRecipient, reply: Reply, *, relayed: bool = False
-                ) -> DeliveryResult:
+                ) -> tuple[PreparedRecipient, DeliveryResult]:
         ok = 200 <= reply.code < 300
-        return DeliveryResult(
+        return rcpt, DeliveryResult(
             recipient=rcpt.recipient.address, reply=reply, permanent=reply.code >= 500,
             host=self.host, delivered=ok, address=self.address, tls=self.tls,
             relayed_without_dsn=ok and relayed and "SUCCESS" in (rcpt.notify or ""))

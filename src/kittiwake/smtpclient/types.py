@@ -88,6 +88,7 @@ class ClientSettings:
     data_final_timeout: float = 600.0  # §4.5.3.2.6 (reply to the final ".")
     tls_handshake_timeout: float = 60.0
     quit_timeout: float = 10.0
+    dns_timeout: float = 60.0  # a guard around each Resolver call, whatever its own limits
     tls: str = "opportunistic"
     tls_verify: bool = False
     ca_file: str | None = None

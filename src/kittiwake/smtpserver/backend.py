@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kittiwake.address import Address
+from kittiwake.sasl import CredentialLookup
 from kittiwake.smtp.replies import Reply
 
 
@@ -66,3 +67,6 @@ class Backend(Protocol):
         self, session: SessionInfo, envelope: Envelope, content: bytes, queue_id: str
     ) -> Reply:
         """Store or queue the message durably, then return the 250 reply to send."""
+
+    def credentials(self) -> CredentialLookup | None:
+        """Where SMTP AUTH checks passwords; None where AUTH is not offered."""

@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from kittiwake import sasl
+from kittiwake.credentials import AuthThrottle
 from kittiwake.smtp import replies as R
 from kittiwake.smtp.replies import Reply
 from kittiwake.smtp.server import ServerSettings
@@ -41,6 +43,8 @@ class SmtpServerSettings:
     greeting_delay: float = 0.0
     tls_handshake_timeout: float = 30.0
     shutdown_grace: float = 30.0
+    auth_max_failures: int = 10
+    auth_lockout: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,10 @@ class Listener:
         self.backend = backend
         self.asyncio_server: asyncio.Server | None = None
         base = server.settings.core
+        if spec.kind != "smtp":
+            # RFC 6409 submission: AUTH, offered only once TLS is up (RFC 8314 §3.3/ §4.1).
+            mechs = sasl.available(tls_active=True, channel_binding_available=False)
+            base = dataclasses.replace(base, auth_mechanisms=mechs, auth_requires_tls=True)
         self._plain = dataclasses.replace(base, starttls=server.ssl_context is not None)
         self._tls = dataclasses.replace(base, starttls=False)
 
@@ -85,6 +93,11 @@ class SmtpServer:
         self._shutting_down = False
         self._idle_waiter: asyncio.Event | None = None
         self._prefix = f"{os.getpid() % 1000:03d}"
+        self.throttle = AuthThrottle(
+            max_failures_per_ip=settings.auth_max_failures,
+            max_failures_per_account=settings.auth_max_failures,
+            lockout=settings.auth_lockout)
+        self.sasl_settings = sasl.SaslSettings()
 
     # --- identifiers ----------------------------------------------------------------------
     def next_cid(self) -> str:

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, cast
 
+from kittiwake import sasl
 from kittiwake.smtp import events as ev
 from kittiwake.smtp import replies as R
 from kittiwake.smtp.replies import Reply, ReplyError
@@ -29,9 +30,9 @@ log = logging.getLogger(__name__)
 
 class Session(asyncio.Protocol):
     __slots__ = (
-        "_buf", "_busy", "_closing", "_envelope", "_errors", "_greeted", "_in_data",
-        "_listener", "_messages", "_started", "_task", "conn", "info", "last_activity",
-        "transport",
+        "_auth_user", "_buf", "_busy", "_closing", "_envelope", "_errors", "_greeted",
+        "_in_data", "_listener", "_messages", "_sasl", "_sasl_final", "_started", "_task", "conn",
+        "info", "last_activity", "transport",
     )
 
     def __init__(self, listener: Listener) -> None:
@@ -46,6 +47,9 @@ class Session(asyncio.Protocol):
         self._greeted = False
         self._in_data = False
         self._task: asyncio.Task[None] | None = None
+        self._sasl: sasl.Mechanism | None = None
+        self._sasl_final = False
+        self._auth_user: str | None = None
         self._messages = 0
         self._errors = 0
         self._started = time.monotonic()
@@ -234,9 +238,10 @@ class Session(asyncio.Protocol):
             self._log_message(None, event.error, len(self._buf))
             self._reset()
             return event.error
-        if isinstance(event, ev.Auth | ev.AuthResponse):
-            return R.NOT_IMPLEMENTED
-        return None  # MailFrom, RcptTo, DataEnd: the Backend decides
+        if isinstance(event, ev.AuthResponse) and event.line.strip() == "*":
+            self._sasl = None  # RFC 4954 §4: "*" cancels the exchange
+            return R.AUTH_CANCELLED
+        return None  # MailFrom, RcptTo, DataEnd, AUTH: the Backend decides
 
     async def _answer_later(self, event: ev.Event) -> None:
         conn = self.conn
@@ -245,7 +250,10 @@ class Session(asyncio.Protocol):
             if isinstance(event, ev.StartTls):
                 await self._start_tls()
                 return
-            reply = await self._ask_backend(event)
+            if isinstance(event, ev.Auth | ev.AuthResponse):
+                reply = await self._auth(event)
+            else:
+                reply = await self._ask_backend(event)
             if not self._closing:
                 self._write(conn.send(reply))
                 if conn.closed:
@@ -309,6 +317,69 @@ class Session(asyncio.Protocol):
             self._reset()
             return reply
         raise AssertionError(f"unexpected event {event!r}")
+
+    async def _auth(self, event: ev.Auth | ev.AuthResponse) -> Reply:
+        """One step of an RFC 4954 exchange; the SASL work runs in a thread (argon2id)."""
+        info = self.info
+        server = self._listener.server
+        assert info is not None
+        if isinstance(event, ev.Auth):
+            lookup = self._listener.backend.credentials()
+            if lookup is None:
+                return R.NOT_IMPLEMENTED
+            if not server.throttle.check(info.peer_ip, None, time.monotonic()):
+                log.info("event=auth_throttled cid=%s peer=%s", info.cid, info.peer_ip)
+                return R.AUTH_THROTTLED
+            self._sasl = sasl.new_mechanism(event.mechanism, lookup,
+                                            settings=server.sasl_settings)
+            self._sasl_final = False
+            if self._sasl is None:
+                return R.UNKNOWN_AUTH_MECHANISM
+            data = None
+            if event.initial is not None:
+                data = sasl.decode_response(event.initial.encode("ascii", "replace"), initial=True)
+                if data is None:
+                    self._sasl = None
+                    return R.AUTH_BAD_BASE64
+        else:
+            if self._sasl is None:
+                return R.BAD_SEQUENCE
+            if self._sasl_final:  # RFC 4954 §4: the empty answer to SCRAM's server-final
+                return self._auth_done(event.line.strip() == "")
+            data = sasl.decode_response(event.line.strip().encode("ascii", "replace"))
+            if data is None:
+                self._sasl = None
+                return R.AUTH_BAD_BASE64
+        mech = self._sasl
+        assert mech is not None
+        step = await asyncio.to_thread(mech.step, data)
+        if isinstance(step, sasl.Challenge):
+            return Reply(334, "", sasl.encode_challenge(step.data).decode("ascii"))
+        if isinstance(step, sasl.Success):
+            self._auth_user = step.authcid
+            if step.final_data:
+                self._sasl_final = True
+                return Reply(334, "", sasl.encode_challenge(step.final_data).decode("ascii"))
+            return self._auth_done(True)
+        self._sasl = None
+        delay = server.throttle.record_failure(info.peer_ip, step.username, time.monotonic())
+        log.info("event=auth_failed cid=%s peer=%s user=%s mechanism=%s reason=\"%s\" delay=%.1f",
+                 info.cid, info.peer_ip, step.username or "-", mech.name, step.reason, delay)
+        await asyncio.sleep(delay)
+        return R.AUTH_FAILED
+
+    def _auth_done(self, ok: bool) -> Reply:
+        info = self.info
+        assert info is not None
+        self._sasl = None
+        self._sasl_final = False
+        user = self._auth_user
+        if not ok or user is None:
+            return R.AUTH_CANCELLED
+        info.authenticated_as = user
+        self._listener.server.throttle.record_success(info.peer_ip, user, time.monotonic())
+        log.info("event=auth cid=%s peer=%s user=%s", info.cid, info.peer_ip, user)
+        return R.AUTH_OK
 
     async def _start_tls(self) -> None:
         conn = self.conn

@@ -27,7 +27,7 @@ TMP_MAX_AGE = 36 * 3600
 """Maildir spec: a tmp/ file untouched for 36 hours is a failed delivery and may be removed."""
 
 # Maildir spec "info" letters ↔ IMAP flags.  P ("passed": resent/forwarded/bounced) has no IMAP
-# system flag; RFC 5788 registers $Forwarded for the same idea, and Dovecot maps it that way.
+# system flag; $Forwarded (RFC 5788 registry) is the keyword clients use for the same idea.
 _INFO_TO_FLAG: Mapping[str, str] = MappingProxyType(
     {
         "D": "\\Draft",
