@@ -141,6 +141,7 @@ smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 default_process_limit = 200
 maillog_file = {root}/maillog
+maillog_file_prefixes = /tmp, /var
 smtputf8_enable = no
 biff = no
 """
@@ -155,6 +156,14 @@ class Postfix:
         self.conf = root / "etc"
         self.conf.mkdir(parents=True)
         (root / "mail").mkdir()
+        (root / "queue").mkdir()
+        (root / "data").mkdir()
+        postfix_user = pwd.getpwnam("postfix")
+        os.chown(root / "data", postfix_user.pw_uid, postfix_user.pw_gid)
+        for parent in (root, *root.parents):  # Postfix's daemons run unprivileged
+            if parent == Path("/tmp"):
+                break
+            os.chmod(parent, 0o755)
         nobody = pwd.getpwnam("nobody")
         os.chown(root / "mail", nobody.pw_uid, nobody.pw_gid)
         (self.conf / "main.cf").write_text(MAIN_CF.format(root=root, uid=nobody.pw_uid, gid=nobody.pw_gid))
@@ -167,7 +176,6 @@ class Postfix:
         out.append("postlog unix-dgram n - n - 1 postlogd")
         (self.conf / "master.cf").write_text("\n".join(out) + "\n")
         self.maildir = root / "mail" / "sink"
-        os.chmod(root, 0o755)
 
     def _postfix(self, *args: str) -> None:
         subprocess.run(["postfix", "-c", str(self.conf), *args], check=True, capture_output=True)

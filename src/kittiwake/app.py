@@ -178,6 +178,9 @@ async def _serve(config: Config, sockets: dict[tuple[str, int], socket.socket] |
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
+    # The store's writer threads hand results back to the loop; with CPython's default 5 ms
+    # GIL switch interval each hand-off can wait that long, which caps throughput per session.
+    sys.setswitchinterval(0.005)
     try:
         import uvloop
     except ImportError:

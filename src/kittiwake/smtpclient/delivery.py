@@ -131,7 +131,7 @@ class Destination:
             transient = await self._walk(msg, pending, final)
             final.update(transient)
         results = [final[i] for i in range(len(msg.recipients))]
-        log.info("event=delivery domain=%s from=<%s> size=%d %s", self.domain, message.sender,
+        log.debug("event=delivery domain=%s from=<%s> size=%d %s", self.domain, message.sender,
                  msg.size, " ".join(f"rcpt=<{r.recipient}> result={r.reply.code}"
                                     f"{'/' + r.reply.enhanced if r.reply.enhanced else ''}"
                                     f"{' host=' + r.host if r.host else ''}" for r in results))

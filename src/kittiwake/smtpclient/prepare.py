@@ -31,6 +31,7 @@ class PreparedRecipient:
     ascii: str | None  # None: the local part is not ASCII, only SMTPUTF8 can carry it
     domain: str  # A-label form, lower case
     notify: str | None  # validated, upper-cased
+    orcpt: str | None = None  # None when it could not be passed on correctly
     error: Reply | None = None  # the address is unusable: a permanent failure
 
 
@@ -81,9 +82,12 @@ class PreparedMessage:
             address = parse_address(rcpt.address, smtputf8=True)
         except AddressError as exc:
             return PreparedRecipient(index, rcpt, rcpt.address, None, "", None,
-                                     Reply(553, "5.1.3", f"bad recipient address: {exc}"))
+                                     error=Reply(553, "5.1.3", f"bad recipient address: {exc}"))
+        orcpt = rcpt.orcpt
+        if orcpt is not None and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in orcpt):
+            orcpt = None  # RFC 3461 §4.2 allows no controls in an address (nor on the wire)
         return PreparedRecipient(index, rcpt, rcpt.address, _ascii_form(rcpt.address, address),
-                                 address.ascii_domain.lower(), _notify(rcpt.notify))
+                                 address.ascii_domain.lower(), _notify(rcpt.notify), orcpt)
 
     @classmethod
     async def prepare(cls, message: OutboundMessage) -> PreparedMessage:

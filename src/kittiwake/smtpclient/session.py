@@ -209,7 +209,7 @@ class SmtpSession:
         commands = {r.index: rcpt_command(
             r.as_given if utf8 else (r.ascii or ""),
             notify=r.notify if dsn else None,
-            orcpt=r.recipient.orcpt if dsn else None) for r in sendable}
+            orcpt=r.orcpt if dsn else None) for r in sendable}
         queue = list(sendable)
         for _ in range(len(sendable)):  # each round settles at least one recipient
             if not queue:
