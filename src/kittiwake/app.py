@@ -142,7 +142,8 @@ async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket]
         spool, retry_schedule(config), client_settings(config),
         DnsResolver(DnsSettings(nameservers=config.dns.nameservers, port=config.dns.port,
                                 timeout=config.dns.timeout)),
-        inject=backend.inject)
+        inject=backend.inject, is_local=directory.is_local_domain,
+        deliver_local=backend.deliver_queued)
     backend.queue = runner
     if run_queue:
         await runner.start()

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from pathlib import Path
 
-from kittiwake import __version__, app, config, log
+from kittiwake import __version__, app, config, log, sendmail
 from kittiwake.config import Config, ConfigError
+from kittiwake.queue.models import QueuedRecipientSpec, QueueSummary
+from kittiwake.queue.spool import Spool
 from kittiwake.store.directory import Directory
 from kittiwake.store.errors import StoreError
 
@@ -186,6 +189,80 @@ def cmd_alias(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spool(cfg: Config) -> Spool:
+    app.prepare_data_dir(cfg)
+    return Spool(cfg.data_dir, fsync=cfg.fsync)
+
+
+def _print_summary(summary: QueueSummary, *, verbose: bool) -> None:
+    m = summary.message
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.arrival))
+    print(f"{m.queue_id}  {m.size:>9}  {when}  <{m.sender}>  origin={m.origin}")
+    for r in summary.recipients:
+        line = f"    {r.state.value:9} <{r.recipient}> attempts={r.attempts}"
+        if r.state.value == "queued":
+            line += " next=" + time.strftime("%H:%M:%S", time.localtime(r.next_attempt))
+        if r.last_reply is not None:
+            text = " ".join(r.last_reply.lines)
+            line += f" last=\"{r.last_reply.code} {r.last_reply.enhanced} {text}\""
+        if verbose and r.last_host:
+            line += f" host={r.last_host}"
+        print(line)
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    spool = _spool(_load(args))
+    try:
+        if args.action == "list":
+            items = spool.list_queue()
+            for summary in items:
+                _print_summary(summary, verbose=False)
+            print(f"-- {len(items)} message(s) in the queue")
+        elif args.action == "show":
+            found = spool.show(args.id)
+            if found is None:
+                raise SystemExit(f"kittiwake: no message {args.id} in the queue")
+            _print_summary(found, verbose=True)
+            if args.content:
+                sys.stdout.write(spool.read_message(args.id).decode("utf-8", "replace"))
+        elif args.action in ("retry", "flush"):
+            n = spool.retry(getattr(args, "id", None), time.time())
+            print(f"{n} recipient(s) scheduled for immediate delivery "
+                  "(the running server picks them up within its poll interval)")
+        elif args.action == "delete":
+            if not spool.delete(args.id):
+                raise SystemExit(f"kittiwake: no message {args.id} in the queue")
+            print(f"deleted {args.id}")
+    finally:
+        spool.close()
+    return 0
+
+
+def cmd_sendmail(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    data = sys.stdin.buffer.read(cfg.limits.max_message_size + 1)
+    if len(data) > cfg.limits.max_message_size:
+        raise SystemExit("kittiwake sendmail: message exceeds limits.max_message_size")
+    user = getpass.getuser()
+    sender = args.f if args.f is not None else f"{user}@{cfg.hostname}"
+    try:
+        prepared = sendmail.prepare(
+            data, sender=sender, recipients=args.recipients, extract=args.t,
+            ignore_dots=args.i or args.oi, full_name=args.F, hostname=cfg.hostname)
+    except ValueError as e:
+        raise SystemExit(f"kittiwake sendmail: {e}") from None
+    spool = _spool(cfg)
+    try:
+        queue_id = f"S{time.time_ns():x}"
+        spool.enqueue(queue_id, prepared.content, prepared.sender,
+                      [QueuedRecipientSpec(r) for r in prepared.recipients],
+                      smtputf8=prepared.smtputf8, eight_bit=prepared.eight_bit,
+                      origin="sendmail", auth_user=user, now=time.time())
+    finally:
+        spool.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kittiwake", description="Kittiwake mail server")
     p.add_argument("--config", help="config file (default: $KITTIWAKE_CONFIG, else the "
@@ -242,6 +319,32 @@ def build_parser() -> argparse.ArgumentParser:
     x = asub.add_parser("list", help="list aliases")
     x.add_argument("domain", nargs="?")
     s.set_defaults(func=cmd_alias)
+
+    s = sub.add_parser("queue", help="inspect and manage the outbound queue")
+    qsub = s.add_subparsers(dest="action", required=True)
+    qsub.add_parser("list", help="list queued messages and their recipients")
+    x = qsub.add_parser("show", help="show one message's recipients (and --content)")
+    x.add_argument("id")
+    x.add_argument("--content", action="store_true", help="also print the message")
+    x = qsub.add_parser("retry", help="retry one message now (or all without an id)")
+    x.add_argument("id", nargs="?")
+    x = qsub.add_parser("delete", help="remove a message from the queue without a bounce")
+    x.add_argument("id")
+    qsub.add_parser("flush", help="retry every queued message now")
+    s.set_defaults(func=cmd_queue)
+
+    s = sub.add_parser(
+        "sendmail", help="queue a message from stdin, like sendmail(8)",
+        description="sendmail-compatible entry point for scripts and cron: the message is "
+        "read from stdin and queued for delivery.")
+    s.add_argument("-t", action="store_true", help="take recipients from To/Cc/Bcc (Bcc is removed)")
+    s.add_argument("-i", action="store_true", help="a line with a single '.' does not end the message")
+    s.add_argument("-oi", action="store_true", help="same as -i")
+    s.add_argument("-f", metavar="FROM", help="envelope sender (default: user@hostname)")
+    s.add_argument("-F", metavar="NAME", help="full name for a From: header that is added")
+    s.add_argument("-o", metavar="OPTION", action="append", help="ignored (sendmail compatibility)")
+    s.add_argument("recipients", nargs="*", help="recipient addresses")
+    s.set_defaults(func=cmd_sendmail)
     return p
 
 

@@ -25,11 +25,12 @@ from kittiwake.message.headers import (
     split_header,
     unfold,
 )
-from kittiwake.queue.models import Origin, QueuedRecipientSpec
+from kittiwake.queue.models import Origin, QueuedMessage, QueuedRecipientSpec
 from kittiwake.queue.notify import Notification
 from kittiwake.sasl import CredentialLookup, ScramCredentials
 from kittiwake.smtp import replies as R
 from kittiwake.smtp.replies import Reply, ReplyError
+from kittiwake.smtpclient.types import DeliveryResult
 from kittiwake.smtpserver.backend import Envelope, SessionInfo
 from kittiwake.store.directory import Directory
 from kittiwake.store.mailstore import MailStore
@@ -203,6 +204,33 @@ class InboundBackend:
         if get_field(header, "message-id") is None:
             extra += b"Message-ID: " + message_id(self.settings.hostname).encode() + b"\r\n"
         return extra + content
+
+    async def deliver_queued(self, message: QueuedMessage, recipients: list[str],
+                             content: bytes) -> list[DeliveryResult]:
+        """Store queued mail addressed to our own domains (from `kittiwake sendmail`)."""
+        results: list[DeliveryResult] = []
+        requests: list[DeliveryRequest] = []
+        head = return_path_header(message.sender or None)
+        forward: list[str] = []
+        for rcpt in recipients:
+            resolution = self.directory.resolve(rcpt)
+            if not resolution:
+                results.append(DeliveryResult(rcpt, R.NO_SUCH_USER, permanent=True,
+                                              host=self.settings.hostname, delivered=False))
+                continue
+            requests.extend(DeliveryRequest(account=a, content=head + delivered_to_header(rcpt)
+                                            + content) for a in resolution.local)
+            forward.extend(resolution.remote)
+            results.append(DeliveryResult(rcpt, R.MESSAGE_ACCEPTED, permanent=False,
+                                          host=self.settings.hostname, delivered=True))
+        if forward and self.queue is not None:
+            await self.queue.enqueue(f"F{message.queue_id}", content, message.sender,
+                                     [QueuedRecipientSpec(a) for a in forward],
+                                     smtputf8=message.smtputf8, eight_bit=message.eight_bit,
+                                     origin="smtp", auth_user=None)
+        if requests:
+            await self.store.deliver_many(requests)
+        return results
 
     async def inject(self, note: Notification) -> None:
         """Deliver a DSN the queue owes: locally when the sender is ours, else queue it.

@@ -24,6 +24,7 @@ from kittiwake.queue.models import (
     Origin,
     Outcome,
     Permanent,
+    QueuedMessage,
     QueuedRecipientSpec,
     QueueItem,
     Transient,
@@ -37,6 +38,8 @@ from kittiwake.smtpclient.types import ClientSettings, DeliveryResult, OutboundM
 log = logging.getLogger(__name__)
 
 Inject = Callable[[Notification], Awaitable[None]]
+# Mail queued for one of our own domains (`kittiwake sendmail`, DSNs): the Backend stores it.
+LocalDelivery = Callable[[QueuedMessage, list[str], bytes], Awaitable[list[DeliveryResult]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,11 @@ class QueueRunner:
         self, settings: RunnerSettings, spool: Spool, schedule: RetrySchedule,
         client: ClientSettings, resolver: Resolver, inject: Inject,
         clock: Callable[[], float] = time.time,
+        is_local: Callable[[str], bool] = lambda domain: False,
+        deliver_local: LocalDelivery | None = None,
     ) -> None:
+        self.is_local = is_local
+        self.deliver_local = deliver_local
         self.settings = settings
         self.spool = spool
         self.schedule = schedule
@@ -146,6 +153,20 @@ class QueueRunner:
         await self._send_dsns()
 
     async def _deliver_domain(self, domain: str, items: list[QueueItem]) -> None:
+        if self.deliver_local is not None and self.is_local(domain):
+            for item in items:
+                try:
+                    content = await asyncio.to_thread(self.spool.read_message, item.queue_id)
+                    results = await self.deliver_local(
+                        item.message, [r.recipient for r in item.recipients], content)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("event=local_delivery_error queue_id=%s", item.queue_id)
+                    continue  # the lease expires and the recipients are tried again
+                await self._record(item, results)
+            self._wake.set()
+            return
         sem = self._domain_slots.setdefault(domain, asyncio.Semaphore(self.settings.per_domain))
         async with sem, self._slots:
             dest = Destination(domain, self.client, self.resolver)
