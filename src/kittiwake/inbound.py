@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import Protocol
@@ -34,7 +35,7 @@ from kittiwake.smtpclient.types import DeliveryResult
 from kittiwake.smtpserver.backend import Envelope, SessionInfo
 from kittiwake.store.directory import Directory
 from kittiwake.store.mailstore import MailStore
-from kittiwake.store.models import DeliveryRequest
+from kittiwake.store.models import DeliveryRequest, Resolution
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,46 @@ class DirectoryCredentials:
             return None
 
 
+class DirectoryCache:
+    """A few seconds' memo of domain and recipient lookups.
+
+    Every message asks the same questions at RCPT and again at end of data; answering them
+    from SQLite each time was the largest cost per message. Only positive answers are kept,
+    so a new user works at once; a removal takes effect within `ttl` seconds.
+    """
+
+    def __init__(self, directory: Directory, ttl: float = 5.0, max_entries: int = 10000) -> None:
+        self._directory = directory
+        self._ttl = ttl
+        self._max = max_entries
+        self._domains: dict[str, tuple[float, bool]] = {}
+        self._resolved: dict[str, tuple[float, Resolution]] = {}
+
+    def is_local_domain(self, name: str) -> bool:
+        now = time.monotonic()
+        hit = self._domains.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if len(self._domains) >= self._max:
+            self._domains.clear()
+        value = self._directory.is_local_domain(name)
+        if value:  # only positive answers: a new domain or user works at once
+            self._domains[name] = (now + self._ttl, value)
+        return value
+
+    def resolve(self, address: str) -> Resolution:
+        now = time.monotonic()
+        hit = self._resolved.get(address)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if len(self._resolved) >= self._max:
+            self._resolved.clear()
+        value = self._directory.resolve(address)
+        if value:
+            self._resolved[address] = (now + self._ttl, value)
+        return value
+
+
 class InboundBackend:
     def __init__(self, settings: InboundSettings, directory: Directory, store: MailStore,
                  queue: OutboundQueue | None = None) -> None:
@@ -75,6 +116,7 @@ class InboundBackend:
         self.directory = directory
         self.store = store
         self.queue = queue
+        self.lookup = DirectoryCache(directory)
         self._credentials = DirectoryCredentials(directory)
 
     def credentials(self) -> CredentialLookup | None:
@@ -84,7 +126,7 @@ class InboundBackend:
         """True when `address` is the user's account or an alias that delivers to it."""
         if address.lower() == user.lower():
             return True
-        return user.lower() in (a.lower() for a in self.directory.resolve(address).local)
+        return user.lower() in (a.lower() for a in self.lookup.resolve(address).local)
 
     async def mail_from(self, session: SessionInfo, envelope: Envelope) -> None:
         if session.listener == "smtp":
@@ -106,8 +148,8 @@ class InboundBackend:
         submission = session.listener != "smtp"
         if submission and session.authenticated_as is None:
             raise ReplyError(R.AUTH_REQUIRED)
-        if self.directory.is_local_domain(recipient.domain):
-            resolution = self.directory.resolve(_key(recipient))
+        if self.lookup.is_local_domain(recipient.domain):
+            resolution = self.lookup.resolve(_key(recipient))
             if not resolution:
                 raise ReplyError(R.NO_SUCH_USER)
             if resolution.remote and self.queue is None:
@@ -127,14 +169,15 @@ class InboundBackend:
         local: dict[str, Address] = {}  # account → the recipient address that led there
         remote: list[tuple[str, dict[str, str | None]]] = []
         for rcpt, params in zip(envelope.recipients, envelope.rcpt_params, strict=True):
-            if self.directory.is_local_domain(rcpt.domain):
-                resolution = self.directory.resolve(_key(rcpt))
+            if self.lookup.is_local_domain(rcpt.domain):
+                resolution = self.lookup.resolve(_key(rcpt))
                 for account in resolution.local:
                     local.setdefault(account, rcpt)  # two aliases of one account: one copy
                 # Forwarding keeps NOTIFY; ORCPT records the address the sender used.
-                fwd = dict(params)
-                fwd.setdefault("ORCPT", "rfc822;" + xtext_encode(str(rcpt)))
-                remote.extend((target, fwd) for target in resolution.remote)
+                if resolution.remote:
+                    fwd = dict(params)
+                    fwd.setdefault("ORCPT", "rfc822;" + xtext_encode(str(rcpt)))
+                    remote.extend((target, fwd) for target in resolution.remote)
             else:
                 remote.append((str(rcpt), params))
         if not local and not remote:
@@ -213,7 +256,7 @@ class InboundBackend:
         head = return_path_header(message.sender or None)
         forward: list[str] = []
         for rcpt in recipients:
-            resolution = self.directory.resolve(rcpt)
+            resolution = self.lookup.resolve(rcpt)
             if not resolution:
                 results.append(DeliveryResult(rcpt, R.NO_SUCH_USER, permanent=True,
                                               host=self.settings.hostname, delivered=False))
@@ -238,7 +281,7 @@ class InboundBackend:
         The envelope sender is null (RFC 3461 §6.2), so a DSN can never cause another one.
         """
         now = dt.datetime.now(dt.UTC).astimezone()
-        resolution = self.directory.resolve(note.recipient)
+        resolution = self.lookup.resolve(note.recipient)
         if resolution.local:
             head = return_path_header(None) + delivered_to_header(note.recipient)
             await self.store.deliver_many([
