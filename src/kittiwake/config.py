@@ -137,7 +137,7 @@ _LISTENER_KEYS = {"kind", "address"}
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
     for key in table:
         if key not in allowed:
-            raise ConfigError(f"unknown key {where}{key!r} (allowed: {', '.join(sorted(allowed))})")
+            raise ConfigError(f"unknown key '{where}{key}' (allowed: {', '.join(sorted(allowed))})")
 
 
 def _typed(table: dict[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
