@@ -123,7 +123,7 @@ async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket]
     first runs the queue (`run_queue`), so one process owns outbound delivery."""
     prepare_data_dir(config)
     store = MailStore(StoreSettings(data_dir=config.data_dir, fsync=config.fsync,
-                                    hostname=config.hostname))
+                                    sync=config.sync, hostname=config.hostname))
     await store.start()
     directory = Directory(config.db_path)
     spool = Spool(config.data_dir, fsync=config.fsync)

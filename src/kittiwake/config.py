@@ -118,6 +118,7 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     log_level: str = "info"
     fsync: bool = True
+    sync: str = "syncfs"
     workers: int = 1
     source: Path | None = None  # the file it came from; None for the development default
 
@@ -128,7 +129,7 @@ class Config:
 
 _TOP_KEYS = {"server", "tls", "limits", "listener", "log", "delivery", "queue", "dns",
              "submission"}
-_SERVER_KEYS = {"hostname", "data_dir", "fsync", "workers"}
+_SERVER_KEYS = {"hostname", "data_dir", "fsync", "sync", "workers"}
 _TLS_KEYS = {"cert", "key"}
 _LOG_KEYS = {"level"}
 _LISTENER_KEYS = {"kind", "address"}
@@ -200,6 +201,12 @@ def _limits(raw: dict[str, Any]) -> LimitsConfig:
     if values["max_text_line"] < 1000:
         raise ConfigError("limits.max_text_line must be at least 1000 (RFC 5321 §4.5.3.1.6)")
     return LimitsConfig(**values)
+
+
+def _sync(server: dict[str, Any]) -> str:
+    value = str(_typed(server, "sync", str, "server.", "syncfs"))
+    _choice(value, ("syncfs", "fsync"), "server.sync")
+    return value
 
 
 def _delivery(raw: dict[str, Any]) -> DeliveryConfig:
@@ -282,6 +289,7 @@ def from_dict(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None
         submission=_submission(raw),
         log_level=level,
         fsync=_typed(server, "fsync", bool, "server.", True),
+        sync=_sync(server),
         workers=workers,
         source=source,
     )

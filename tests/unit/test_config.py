@@ -32,7 +32,7 @@ def test_every_key_is_documented():
         assert f"## `[{section}]`" in text
         for f in dataclasses.fields(cls):
             assert f"`{f.name}`" in text, f"{section}.{f.name} undocumented"
-    for key in ("hostname", "data_dir", "fsync", "workers", "cert", "key", "level", "kind", "address"):
+    for key in ("hostname", "data_dir", "fsync", "sync", "workers", "cert", "key", "level", "kind", "address"):
         assert f"`{key}`" in text
 
 

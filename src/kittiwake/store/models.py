@@ -27,6 +27,9 @@ class StoreSettings:
     fsync: bool = True
     max_batch: int = 256
     write_threads: int = 8
+    # "syncfs": one syncfs(2) per batch makes every file and rename durable (Linux);
+    # "fsync": per-file and per-directory fsyncs. Falls back to fsync where syncfs is absent.
+    sync: str = "syncfs"
     hostname: str | None = None  # for Maildir names; None → socket.gethostname()
 
     @property
@@ -102,6 +105,7 @@ class StoreStats:
     dir_fsyncs: int = 0
     commits: int = 0
     failures: int = 0
+    syncfs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
