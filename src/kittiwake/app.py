@@ -23,6 +23,9 @@ from kittiwake import tlsconfig
 from kittiwake.config import Config
 from kittiwake.dns import DnsResolver, DnsSettings
 from kittiwake.inbound import InboundBackend, InboundSettings
+from kittiwake.pop3.server import ServerSettings as Pop3CoreSettings
+from kittiwake.pop3server.server import ListenerSpec as Pop3ListenerSpec
+from kittiwake.pop3server.server import Pop3Server, Pop3ServerSettings
 from kittiwake.queue.runner import QueueRunner, RunnerSettings
 from kittiwake.queue.schedule import RetrySchedule
 from kittiwake.queue.spool import Spool
@@ -99,6 +102,7 @@ class Running:
     smtp: SmtpServer
     spool: Spool
     runner: QueueRunner | None
+    pop3: Pop3Server | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -147,15 +151,36 @@ async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket]
     backend.queue = runner
     if run_queue:
         await runner.start()
-    specs = [ListenerSpec(lc.kind, lc.host, lc.port, lc.tls) for lc in config.listeners]
+    specs = [ListenerSpec(lc.kind, lc.host, lc.port, lc.tls) for lc in config.listeners
+             if lc.protocol in ("smtp", "submission")]
     smtp = SmtpServer(smtp_settings(config), specs, backend, ssl_context)
     await smtp.start(sockets)
-    return Running(store=store, directory=directory, smtp=smtp, spool=spool,
-                   runner=runner if run_queue else None)
+    running = Running(store=store, directory=directory, smtp=smtp, spool=spool,
+                      runner=runner if run_queue else None)
+    pop3_specs = [Pop3ListenerSpec(lc.kind, lc.host, lc.port, lc.tls)
+                  for lc in config.listeners if lc.protocol == "pop3"]
+    if pop3_specs:
+        p = config.pop3
+        running.pop3 = Pop3Server(
+            Pop3ServerSettings(
+                core=Pop3CoreSettings(hostname=config.hostname,
+                                      plaintext_auth=p.allow_plaintext_auth),
+                max_connections=p.max_connections,
+                max_connections_per_ip=p.max_connections_per_ip,
+                idle_timeout=p.idle_timeout,
+                tls_handshake_timeout=config.limits.tls_handshake_timeout,
+                auth_max_failures=config.submission.auth_max_failures,
+                auth_lockout=config.submission.auth_lockout),
+            pop3_specs, store, backend.credentials_lookup, ssl_context,
+            throttle=smtp.throttle)  # one throttle: guesses cannot be spread over protocols
+        await running.pop3.start(sockets)
+    return running
 
 
 async def stop(running: Running) -> None:
     await running.smtp.shutdown()
+    if running.pop3 is not None:
+        await running.pop3.shutdown()
     if running.runner is not None:
         await running.runner.stop()
     running.spool.close()

@@ -66,6 +66,15 @@ address = "{bind}:587"
 [[listener]]
 kind = "submissions"
 address = "{bind}:465"
+
+# POP3 with STLS (110) and over implicit TLS (995).
+[[listener]]
+kind = "pop3"
+address = "{bind}:110"
+
+[[listener]]
+kind = "pop3s"
+address = "{bind}:995"
 """
 
 

@@ -19,6 +19,8 @@ LISTENER_KINDS = {
     "smtp": ("smtp", "starttls"),
     "submission": ("submission", "starttls"),
     "submissions": ("submission", "implicit"),
+    "pop3": ("pop3", "starttls"),
+    "pop3s": ("pop3", "implicit"),
 }
 
 # DESIGN.md: the development default, a contract for users' scripts and our own tools.
@@ -26,6 +28,8 @@ DEV_LISTENERS = (
     ("smtp", "127.0.0.1", 2525),
     ("submission", "127.0.0.1", 2587),
     ("submissions", "127.0.0.1", 2465),
+    ("pop3", "127.0.0.1", 2110),
+    ("pop3s", "127.0.0.1", 2995),
 )
 
 
@@ -105,6 +109,14 @@ class SubmissionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Pop3Config:
+    allow_plaintext_auth: bool = False
+    idle_timeout: float = 600.0  # RFC 1939 §3: at least 10 minutes
+    max_connections: int = 1000
+    max_connections_per_ip: int = 20
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     hostname: str
     data_dir: Path
@@ -116,6 +128,7 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    pop3: Pop3Config = field(default_factory=Pop3Config)
     log_level: str = "info"
     fsync: bool = True
     sync: str = "syncfs"
@@ -128,7 +141,7 @@ class Config:
 
 
 _TOP_KEYS = {"server", "tls", "limits", "listener", "log", "delivery", "queue", "dns",
-             "submission"}
+             "submission", "pop3"}
 _SERVER_KEYS = {"hostname", "data_dir", "fsync", "sync", "workers"}
 _TLS_KEYS = {"cert", "key"}
 _LOG_KEYS = {"level"}
@@ -219,6 +232,13 @@ def _delivery(raw: dict[str, Any]) -> DeliveryConfig:
     return DeliveryConfig(**values)
 
 
+def _pop3(raw: dict[str, Any]) -> Pop3Config:
+    values = _section(raw, "pop3", Pop3Config)
+    if values["idle_timeout"] < 600:
+        raise ConfigError("pop3.idle_timeout must be at least 600 (RFC 1939 §3)")
+    return Pop3Config(**values)
+
+
 def _dns(raw: dict[str, Any]) -> DnsConfig:
     values = _section(raw, "dns", DnsConfig)
     if not 0 < values["port"] < 65536:
@@ -287,6 +307,7 @@ def from_dict(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None
         queue=QueueConfig(**_section(raw, "queue", QueueConfig)),
         dns=_dns(raw),
         submission=_submission(raw),
+        pop3=_pop3(raw),
         log_level=level,
         fsync=_typed(server, "fsync", bool, "server.", True),
         sync=_sync(server),

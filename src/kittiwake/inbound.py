@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import Protocol
 
 from kittiwake.address import Address
+from kittiwake.dsn import DsnRecipient, build_dsn, decode_orcpt, should_notify, xtext_decode
 from kittiwake.message.headers import (
     date_header,
     delivered_to_header,
@@ -122,6 +124,11 @@ class InboundBackend:
     def credentials(self) -> CredentialLookup | None:
         return self._credentials
 
+    @property
+    def credentials_lookup(self) -> CredentialLookup:
+        """The same lookup for the IMAP and POP3 listeners."""
+        return self._credentials
+
     def owns(self, user: str, address: str) -> bool:
         """True when `address` is the user's account or an alias that delivers to it."""
         if address.lower() == user.lower():
@@ -168,11 +175,14 @@ class InboundBackend:
             content = self._submission_content(session, content, now)
         local: dict[str, Address] = {}  # account → the recipient address that led there
         remote: list[tuple[str, dict[str, str | None]]] = []
+        delivered: list[tuple[Address, dict[str, str | None]]] = []  # owed a success DSN
         for rcpt, params in zip(envelope.recipients, envelope.rcpt_params, strict=True):
             if self.lookup.is_local_domain(rcpt.domain):
                 resolution = self.lookup.resolve(_key(rcpt))
                 for account in resolution.local:
                     local.setdefault(account, rcpt)  # two aliases of one account: one copy
+                if resolution.local and should_notify("success", params.get("NOTIFY")):
+                    delivered.append((rcpt, params))
                 # Forwarding keeps NOTIFY; ORCPT records the address the sender used.
                 if resolution.remote:
                     fwd = dict(params)
@@ -191,7 +201,46 @@ class InboundBackend:
                 for account, rcpt in local.items()
             ]
             await self.store.deliver_many(requests)
+            if delivered and envelope.sender is not None:
+                await self._report_delivery(envelope, content, delivered, now)
         return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+
+    async def _report_delivery(self, envelope: Envelope, content: bytes,
+                               delivered: list[tuple[Address, dict[str, str | None]]],
+                               now: dt.datetime) -> None:
+        """RFC 3461 §6.2.1: final delivery of a recipient with NOTIFY=SUCCESS earns the
+        sender a "delivered" DSN, carrying the ENVID and ORCPT it gave (RFC 3464 §2.2.1,
+        §2.3.1). The message is stored already, so a failure here is logged, not answered:
+        a 4xx now would make the client send the message twice."""
+        sender = str(envelope.sender)
+        params = envelope.mail_params
+        envid = params.get("ENVID")
+        recipients = []
+        for rcpt, rcpt_params in delivered:
+            orcpt = rcpt_params.get("ORCPT")
+            original = None
+            if orcpt:
+                kind, addr = decode_orcpt(orcpt)
+                original = f"{kind};{addr}"
+            recipients.append(DsnRecipient(
+                final_recipient=str(rcpt), original_recipient=original, action="delivered",
+                status="2.0.0", diagnostic="smtp; 250 2.0.0 delivered to mailbox"))
+        try:
+            report = build_dsn(
+                reporting_mta=self.settings.hostname,
+                original_envelope_id=xtext_decode(envid) if envid else None,
+                arrival_date=now, original_sender=sender, recipients=recipients,
+                original_message=content, ret=params.get("RET"), kind="success", now=now,
+                postmaster=f"MAILER-DAEMON@{self.settings.hostname}",
+                message_id_domain=self.settings.hostname)
+            header_end = report.find(b"\r\n\r\n")
+            await self.inject(Notification(
+                recipient=sender, content=report, eight_bit=not report.isascii(),
+                smtputf8=not report[:header_end].isascii() or not sender.isascii()))
+        except Exception:
+            log.exception("event=dsn_failed kind=success to=<%s>", sender)
+            return
+        log.info("event=dsn kind=success to=<%s> nrcpt=%d", sender, len(recipients))
 
     def _received(self, session: SessionInfo, envelope: Envelope, queue_id: str,
                   rcpt: str | None, now: dt.datetime) -> bytes:
@@ -291,7 +340,8 @@ class InboundBackend:
         if self.queue is None:
             log.warning("event=dsn_dropped to=<%s> reason=no_queue", note.recipient)
             return
-        queue_id = f"B{int(now.timestamp() * 1e6):x}"
+        # Unique even for two reports in one microsecond (concurrent sessions).
+        queue_id = f"B{int(now.timestamp() * 1e6):x}{secrets.token_hex(3)}"
         await self.queue.enqueue(queue_id, note.content, "", [QueuedRecipientSpec(note.recipient)],
                                  smtputf8=note.smtputf8, eight_bit=note.eight_bit,
                                  origin="bounce", auth_user=None)

@@ -15,6 +15,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 SECTIONS = {
     "limits": config.LimitsConfig, "delivery": config.DeliveryConfig,
     "queue": config.QueueConfig, "dns": config.DnsConfig, "submission": config.SubmissionConfig,
+    "pop3": config.Pop3Config,
 }
 
 
@@ -42,7 +43,8 @@ def test_development_default_matches_design():
     assert cfg.data_dir == Path("/tmp/kittiwake-data")
     assert {(lc.kind, lc.host, lc.port) for lc in cfg.listeners} >= {
         ("smtp", "127.0.0.1", 2525), ("submission", "127.0.0.1", 2587),
-        ("submissions", "127.0.0.1", 2465)}
+        ("submissions", "127.0.0.1", 2465), ("pop3", "127.0.0.1", 2110),
+        ("pop3s", "127.0.0.1", 2995)}
 
 
 @pytest.mark.parametrize("raw, key", [

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kittiwake.dns import Resolver
-from kittiwake.dsn import decode_orcpt
+from kittiwake.dsn import decode_orcpt, xtext_decode
 from kittiwake.queue.models import (
     Delivered,
     Origin,
@@ -196,9 +196,12 @@ class QueueRunner:
                     kind, addr = decode_orcpt(r.orcpt)
                     orcpt = f"{kind};{addr}"
             rcpts.append(Recipient(r.recipient, notify=r.notify, orcpt=orcpt))
+        # The spool keeps ENVID as it arrived (xtext, RFC 3461 §4); OutboundMessage wants it
+        # decoded, as the client encodes it again on the wire.
         return OutboundMessage(
             sender=m.sender, recipients=tuple(rcpts), content=self.spool.message_path(m.queue_id),
-            envid=m.envid, ret=m.ret, smtputf8=m.smtputf8, eight_bit=m.eight_bit)
+            envid=xtext_decode(m.envid) if m.envid else None, ret=m.ret, smtputf8=m.smtputf8,
+            eight_bit=m.eight_bit)
 
     async def _record(self, item: QueueItem, results: list[DeliveryResult]) -> None:
         now = self.clock()

@@ -355,6 +355,18 @@ class Session(asyncio.Protocol):
         step = await asyncio.to_thread(mech.step, data)
         if isinstance(step, sasl.Challenge):
             return Reply(334, "", sasl.encode_challenge(step.data).decode("ascii"))
+        claimed = step.authcid if isinstance(step, sasl.Success) else step.username
+        if claimed and not server.throttle.check(info.peer_ip, claimed, time.monotonic()):
+            # The account is locked (too many failures, from anywhere): refused even with
+            # the right password, and with the same 454 either way, so that guessing on
+            # from another address learns nothing. The lock is checked only now because
+            # the mechanism is what knows the user name.
+            self._sasl = None
+            if isinstance(step, sasl.Failure):
+                server.throttle.record_failure(info.peer_ip, None, time.monotonic())
+            log.info("event=auth_throttled cid=%s peer=%s user=%s mechanism=%s", info.cid,
+                     info.peer_ip, claimed, mech.name)
+            return R.AUTH_THROTTLED
         if isinstance(step, sasl.Success):
             self._auth_user = step.authcid
             if step.final_data:
@@ -386,6 +398,10 @@ class Session(asyncio.Protocol):
         server = self._listener.server
         assert conn is not None and self.transport is not None and server.ssl_context
         self._write(conn.send(R.READY_FOR_TLS))
+        # Reset the core now, not after the await: the client's first command over TLS can
+        # be decrypted and delivered to data_received before start_tls() returns, and a core
+        # still waiting for the handshake would drop it (the client then hangs).
+        conn.tls_started()
         loop = asyncio.get_running_loop()
         try:
             new_transport = await loop.start_tls(
@@ -404,7 +420,6 @@ class Session(asyncio.Protocol):
         self.transport = new_transport
         self._note_tls(new_transport)
         self._reset()
-        conn.tls_started()
 
     def _note_tls(self, transport: asyncio.BaseTransport) -> None:
         assert self.info is not None

@@ -99,6 +99,45 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX messages_filename ON messages(mailbox_id, filename)",
         ),
     ),
+    Migration(
+        2,
+        "expunged UIDs with their modseq (RFC 7162 QRESYNC VANISHED)",
+        (
+            # One row per removed message, written by a trigger so that *every* path that
+            # deletes rows (IMAP EXPUNGE/MOVE, POP3 UPDATE, rescan of vanished files) is
+            # recorded.  Its modseq is the mailbox's highestmodseq + 1 at the time of the
+            # delete: each of those paths raises highestmodseq by at least one in the same
+            # transaction, so the value is the modseq of the expunge itself.
+            """CREATE TABLE expunged (
+                mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+                uid        INTEGER NOT NULL,
+                modseq     INTEGER NOT NULL,
+                PRIMARY KEY (mailbox_id, uid)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX expunged_modseq ON expunged(mailbox_id, modseq)",
+            # Rows removed with their mailbox (cascade) are not recorded: the mailbox,
+            # and with it its UIDVALIDITY, is gone.
+            """CREATE TRIGGER messages_expunged AFTER DELETE ON messages
+            WHEN EXISTS (SELECT 1 FROM mailboxes WHERE id = OLD.mailbox_id)
+            BEGIN
+                INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq)
+                SELECT OLD.mailbox_id, OLD.uid, highestmodseq + 1
+                FROM mailboxes WHERE id = OLD.mailbox_id;
+            END""",
+            # RFC 9051 §2.3.1.1: a mailbox re-created under an old name needs a greater
+            # UIDVALIDITY than any it had.  The largest value of every deleted mailbox is
+            # kept here, so `index.create_mailbox` still sees it once the rows are gone.
+            """CREATE TABLE retired_uidvalidity (
+                id          INTEGER PRIMARY KEY CHECK (id = 1),
+                uidvalidity INTEGER NOT NULL
+            )""",
+            """CREATE TRIGGER mailboxes_retired AFTER DELETE ON mailboxes
+            BEGIN
+                INSERT INTO retired_uidvalidity (id, uidvalidity) VALUES (1, OLD.uidvalidity)
+                ON CONFLICT (id) DO UPDATE SET uidvalidity = MAX(uidvalidity, excluded.uidvalidity);
+            END""",
+        ),
+    ),
 )
 
 

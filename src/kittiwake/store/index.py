@@ -49,7 +49,10 @@ def create_mailbox(
     UIDVALIDITY, or clients would trust cached UIDs.  Time alone fails when an account is
     deleted and re-added within a second, so we take max(now, largest ever issued + 1).
     """
-    row = conn.execute("SELECT MAX(uidvalidity) FROM mailboxes").fetchone()
+    row = conn.execute(
+        "SELECT MAX(v) FROM (SELECT MAX(uidvalidity) AS v FROM mailboxes"
+        " UNION ALL SELECT uidvalidity FROM retired_uidvalidity)"
+    ).fetchone()
     uidvalidity = max(int(now), (row[0] or 0) + 1)
     cur = conn.execute(
         "INSERT INTO mailboxes (account_id, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",

@@ -17,9 +17,10 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from kittiwake.store import db, maildir
+from kittiwake.store import db, maildir, pop3ops
 from kittiwake.store.addresses import fold
 from kittiwake.store.errors import NotFound, StoreClosed
+from kittiwake.store.imapstore import ImapStore
 from kittiwake.store.index import MailboxRef, canonical_name, find_mailbox
 from kittiwake.store.models import (
     DeliveredMessage,
@@ -54,6 +55,14 @@ class MailStore:
         self._stats_source: Writer | None = None  # kept after close() for final numbers
         self._readers: concurrent.futures.ThreadPoolExecutor | None = None
         self._reader_conns = db.ThreadConnections(settings.db_path, durable=settings.fsync)
+        self._imap: ImapStore | None = None
+
+    @property
+    def imap(self) -> ImapStore:
+        """The IMAP operations (mailboxes, flags, copy/move, changes): imapstore.py."""
+        if self._imap is None:
+            self._imap = ImapStore(self)
+        return self._imap
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,7 +148,10 @@ class MailStore:
             fold(item.account)  # fail fast on the caller's bad input, before any disk work
         group = Group.of(list(items), asyncio.get_running_loop())
         self._require_writer().submit(group)
-        return await group.future
+        delivered = await group.future
+        if self._imap is not None:  # wake IMAP sessions waiting in IDLE (RFC 2177)
+            self._imap.delivered(delivered)
+        return delivered
 
     async def rescan(self, account: str, mailbox: str = maildir.INBOX) -> RescanResult:
         """Reconcile one mailbox with its Maildir (walk-in of foreign files, vanished files,
@@ -225,6 +237,30 @@ class MailStore:
             return path.read_bytes()
 
         return await self._read(run)
+
+    # ------------------------------------------------------------------ POP3 (pop3ops.py)
+
+    async def maildrop(self, account: str, mailbox: str = maildir.INBOX) -> pop3ops.Maildrop:
+        """UIDVALIDITY and messages of a mailbox from one read: a POP3 maildrop at login."""
+        return await self._read(lambda conn: pop3ops.snapshot(conn, account, mailbox))
+
+    async def lock_maildrop(self, account: str) -> pop3ops.MaildropLock | None:
+        """The account's exclusive POP3 lock, or None when another session (in any process
+        on this host) holds it."""
+        return await asyncio.to_thread(pop3ops.lock_maildrop, self.settings.mail_root, account)
+
+    async def expunge(self, account: str, mailbox: str, uids: Sequence[int]) -> list[int]:
+        """Durably remove messages by UID (files unlinked, directories fsynced, rows
+        deleted, MODSEQ raised); returns the UIDs that were still there to remove. Runs on
+        the committer thread, so it never interleaves with a commit or a rescan here."""
+        mail_root, durable = self.settings.mail_root, self.settings.fsync
+        wanted = list(uids)
+
+        def run(conn: sqlite3.Connection, _in_flight: Callable[[], frozenset[str]]) -> list[int]:
+            return pop3ops.expunge(conn, mail_root, account, mailbox, wanted, durable=durable)
+
+        removed: list[int] = await self._call(run)
+        return removed
 
     @staticmethod
     def _mailbox(conn: sqlite3.Connection, account: str, mailbox: str) -> MailboxRef:

@@ -1,0 +1,219 @@
+"""Commands on messages of the selected mailbox: FETCH, STORE, SEARCH, COPY, MOVE and their
+UID forms (RFC 9051 §6.4; RFC 7162 CHANGEDSINCE/UNCHANGEDSINCE/VANISHED; RFC 4731 ESEARCH;
+RFC 5182 SEARCHRES; RFC 4315 COPYUID; RFC 6851 MOVE).
+
+FETCH works in batches: rows (and, only if the items need them, structures and file
+bytes) for a few hundred messages, rendered and written, then the next batch after the
+transport has drained — so a client fetching 100,000 bodies never holds them all in our
+memory.  Items that set \\Seen (non-PEEK bodies) set it with one STORE before the first
+batch, so the FLAGS in the responses are already the new ones.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kittiwake.imap import builders
+from kittiwake.imap import commands as c
+from kittiwake.imap.response import (
+    EXPUNGEISSUED,
+    READ_ONLY,
+    TRYCREATE,
+    UNKNOWN_CTE,
+    Status,
+    Tagged,
+    Untagged,
+    copyuid,
+    modified,
+)
+from kittiwake.imap.types import Attr, SequenceSet
+from kittiwake.imapserver import searching
+from kittiwake.imapserver.fetching import Plan, UnknownCte, render
+from kittiwake.imapserver.selected import SelectedMailbox
+from kittiwake.store.errors import NotFound
+from kittiwake.store.imaptypes import MessageState, StoreMode
+
+if TYPE_CHECKING:
+    from kittiwake.imapserver.session import Session
+
+BATCH = 256
+
+
+def _view(s: Session) -> SelectedMailbox:
+    assert s.selected is not None
+    return s.selected
+
+
+# --------------------------------------------------------------------------- FETCH
+
+
+async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
+    view = _view(s)
+    uids = view.resolve(cmd.sequence_set, uid=cmd.uid, saved=s.saved)
+    if cmd.changed_since is not None or Attr.MODSEQ in cmd.items:
+        s.condstore = view.condstore = True  # RFC 7162 §3.1: CONDSTORE-enabling
+    plan = Plan.of(cmd.items, modseq=cmd.changed_since is not None)
+    if cmd.vanished and cmd.changed_since is not None:
+        await _vanished(s, view, cmd.sequence_set, cmd.changed_since)
+    seen_set: set[int] = set()
+    if plan.sets_seen and not view.read_only:
+        unseen = [u for u in uids if "\\Seen" not in view.flags.get(u, frozenset())]
+        if unseen:
+            result = await s.store.store_flags(view.handle, unseen, StoreMode.ADD, ["\\Seen"])
+            view.own_flags(result.changed)
+            seen_set = {m.uid for m in result.changed}
+    issue = False
+    with_uid = cmd.uid or s.qresync
+    try:
+        for start in range(0, len(uids), BATCH):
+            batch = uids[start : start + BATCH]
+            rows = await s.store.message_data(view.handle, batch, structure=plan.structure)
+            issue |= len(rows) < len(batch)
+            if cmd.changed_since is not None:
+                rows = [r for r in rows if r.modseq > cmd.changed_since]
+            raws = (await s.store.read_files(view.handle, rows) if plan.body
+                    else [None] * len(rows))
+            structs = (await s.store.structures(view.handle, rows, raws) if plan.structure
+                       else [None] * len(rows))
+            for row, raw, struct in zip(rows, raws, structs, strict=True):
+                seq = view.seq_of(row.uid)
+                if seq is None or (plan.body and raw is None) or (
+                        plan.structure and struct is None):
+                    issue = True
+                    continue
+                if Attr.FLAGS in cmd.items and row.flags != view.flags.get(row.uid):
+                    view.own_flags([MessageState(row.uid, row.flags, row.modseq)])
+                s.send(render(seq, row, struct, raw, plan, with_uid=with_uid,
+                              flags_changed=row.uid in seen_set, utf8=s.utf8))
+            await s.flush()
+    except UnknownCte:
+        return Tagged(cmd.tag, Status.NO, "Unknown Content-Transfer-Encoding", UNKNOWN_CTE)
+    if issue:
+        # RFC 9051 §7.1: some of the messages were expunged by another session.
+        return Tagged(cmd.tag, Status.NO, "Some messages no longer exist", EXPUNGEISSUED)
+    return Tagged(cmd.tag, Status.OK, "FETCH completed")
+
+
+async def _vanished(s: Session, view: SelectedMailbox, uidset: SequenceSet,
+                    since: int) -> None:
+    """RFC 7162 §3.2.6: UID FETCH (CHANGEDSINCE m VANISHED) reports UIDs of the set
+    expunged since m as VANISHED (EARLIER)."""
+    changes = await s.store.changes(view.handle, since)
+    largest = max(view.uidnext - 1, 1)
+    gone = [u for u in changes.expunged if uidset.contains(u, largest)]
+    if gone:
+        s.send(builders.vanished_data(gone, earlier=True))
+
+
+# --------------------------------------------------------------------------- STORE
+
+
+async def store(s: Session, cmd: c.Store) -> Tagged:
+    view = _view(s)
+    if view.read_only:
+        return Tagged(cmd.tag, Status.NO, "Mailbox is read-only", READ_ONLY)
+    uids = view.resolve(cmd.sequence_set, uid=cmd.uid, saved=s.saved)
+    if cmd.unchanged_since is not None:
+        s.condstore = view.condstore = True
+    mode = StoreMode[cmd.mode.name]
+    result = await s.store.store_flags(view.handle, uids, mode, cmd.flags,
+                                       cmd.unchanged_since)
+    view.own_flags(result.changed)
+    with_uid = cmd.uid or s.qresync
+    report = sorted((*result.changed, *result.unchanged), key=lambda m: m.uid)
+    changed = {m.uid for m in result.changed}
+    for m in report:
+        seq = view.seq_of(m.uid)
+        if seq is None:
+            continue
+        if cmd.silent and not (s.condstore and m.uid in changed):
+            continue
+        fr = builders.FetchResponse(seq)
+        if with_uid:
+            fr.uid(m.uid)
+        if not cmd.silent:
+            fr.flags(m.flags)
+        if s.condstore:
+            # RFC 7162 §3.1.3: MODSEQ in the FETCH, even for .SILENT when it changed.
+            fr.modseq(m.modseq)
+        s.send(fr.to_data())
+    if result.modified:
+        numbers = (result.modified if cmd.uid
+                   else [n for u in result.modified if (n := view.seq_of(u)) is not None])
+        return Tagged(cmd.tag, Status.OK, "Conditional STORE failed for some",
+                      modified(numbers))
+    return Tagged(cmd.tag, Status.OK, "STORE completed")
+
+
+# --------------------------------------------------------------------------- SEARCH
+
+
+async def search(s: Session, cmd: c.Search) -> Tagged:
+    view = _view(s)
+    if not cmd.charset_known:
+        from kittiwake.imap.response import badcharset
+
+        return Tagged(cmd.tag, Status.NO, "Unsupported charset", badcharset())
+    if searching.uses_modseq(cmd.criteria):
+        s.condstore = view.condstore = True
+    result = await searching.search(s.store, view, cmd.criteria, s.saved)
+    uids = result.uids
+    numbers = uids if cmd.uid else [n for u in uids if (n := view.seq_of(u)) is not None]
+    if cmd.returns is None:
+        s.send(builders.search_data(numbers, result.modseq))
+        return Tagged(cmd.tag, Status.OK, "SEARCH completed")
+    opts = cmd.returns or frozenset({"ALL"})
+    if "SAVE" in opts:
+        # RFC 5182 §2.4: with only MIN and/or MAX beside SAVE, only those are saved.
+        if opts & {"MIN", "MAX"} and not opts & {"ALL", "COUNT"}:
+            s.saved = sorted({u for u in (uids[:1] if "MIN" in opts else [])
+                              + (uids[-1:] if "MAX" in opts else [])})
+        else:
+            s.saved = list(uids)
+        if opts == {"SAVE"}:
+            return Tagged(cmd.tag, Status.OK, "SEARCH completed, result saved")
+    s.send(builders.esearch_data(
+        cmd.tag, uid=cmd.uid,
+        min=numbers[0] if "MIN" in opts and numbers else None,
+        max=numbers[-1] if "MAX" in opts and numbers else None,
+        all=numbers if "ALL" in opts and numbers else None,
+        count=len(numbers) if "COUNT" in opts else None,
+        modseq=result.modseq if result.modseq is not None and numbers else None))
+    return Tagged(cmd.tag, Status.OK, "SEARCH completed")
+
+
+# --------------------------------------------------------------------------- COPY / MOVE
+
+
+async def copy(s: Session, cmd: c.Copy | c.Move) -> Tagged:
+    view = _view(s)
+    assert s.account is not None
+    move = isinstance(cmd, c.Move)
+    if move and view.read_only:
+        return Tagged(cmd.tag, Status.NO, "Mailbox is read-only", READ_ONLY)
+    uids = view.resolve(cmd.sequence_set, uid=cmd.uid, saved=s.saved)
+    try:
+        dest = await s.store.mailbox(s.account, cmd.mailbox)
+    except NotFound:
+        return Tagged(cmd.tag, Status.NO, "No such mailbox", TRYCREATE)
+    name = "MOVE" if move else "COPY"
+    uids = [u for u in uids if u not in view.pending_expunges]
+    if not uids:
+        return Tagged(cmd.tag, Status.OK, f"{name} completed, nothing to do")
+    if move and dest.id == view.handle.id:
+        # Into itself: new copies, then the originals go (new UIDs, as RFC 6851 implies).
+        result = await s.store.copy(view.handle, uids, dest)
+        view.own_expunge(await s.store.expunge(view.handle, list(result.source_uids)))
+    else:
+        result = await s.store.copy(view.handle, uids, dest, move=move)
+        if move:
+            view.own_expunge(result.source_uids)
+    code = copyuid(result.uidvalidity, result.source_uids, result.dest_uids)
+    if move:
+        # RFC 6851 §4.3: COPYUID comes in an untagged OK before the expunges.
+        if result.source_uids:
+            s.send(Untagged(Status.OK, "Moved", code))
+        return Tagged(cmd.tag, Status.OK, "MOVE completed")
+    if not result.source_uids:
+        return Tagged(cmd.tag, Status.OK, "COPY completed")
+    return Tagged(cmd.tag, Status.OK, "COPY completed", code)

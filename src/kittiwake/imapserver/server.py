@@ -1,0 +1,233 @@
+"""IMAP listeners: accept, limit, time out and shut down sessions (RFC 9051 §5.4; RFC 8314).
+
+Port 143 speaks plaintext with STARTTLS (RFC 9051 §6.2.1) and port 993 implicit TLS
+(RFC 8314 §3.3); both share the limits here, which are about many connections at once: the
+total, the count per client address, and idle time.  RFC 9051 §5.4 asks for an autologout
+of at least 30 minutes once authenticated; before login a short timeout keeps scanners from
+holding slots; a session in IDLE may stay much longer (RFC 2177 clients re-issue IDLE every
+29 minutes).  One sweeper checks every session instead of a timer per connection, which
+keeps idle connections cheap.
+
+The watcher serves the sessions in IDLE: every `poll_interval` it reads the HIGHESTMODSEQ
+and UIDNEXT of every mailbox an IDLE session has selected, in one query, and wakes the
+sessions whose mailbox moved.  That catches changes from other processes (a second worker,
+POP3 in another process, the CLI) within about half a second; changes made in this process
+wake sessions at once through the store's ChangeNotifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kittiwake import sasl
+from kittiwake.credentials import AuthThrottle
+from kittiwake.imap.connection import ConnectionSettings
+from kittiwake.imapserver.session import Session
+from kittiwake.store.imapstore import ImapStore
+
+log = logging.getLogger(__name__)
+
+#: RFC 9051 §5.4: "an inactivity autologout timer of at least 30 minutes".
+MIN_AUTOLOGOUT = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImapServerSettings:
+    """`core` carries the protocol limits (line, literal and APPEND sizes); the rest are
+    about connections.  `poll_interval` bounds how late a change made by another process
+    reaches a session (RFC 2177 IDLE)."""
+
+    core: ConnectionSettings = field(default_factory=ConnectionSettings)
+    hostname: str = "localhost"
+    max_connections: int = 5000
+    max_connections_per_ip: int = 50
+    login_timeout: float = 60.0
+    autologout: float = MIN_AUTOLOGOUT
+    idle_timeout: float = 3600.0
+    idle_keepalive: float = 120.0  # "* OK Still here" during IDLE, for NAT boxes
+    poll_interval: float = 0.5
+    tls_handshake_timeout: float = 30.0
+    shutdown_grace: float = 10.0
+    max_errors: int = 20  # protocol errors before the session is closed
+    auth_max_failures: int = 10
+    auth_lockout: float = 900.0
+    compress: bool = True  # offer COMPRESS=DEFLATE (RFC 4978)
+
+    def __post_init__(self) -> None:
+        if self.autologout < MIN_AUTOLOGOUT:
+            raise ValueError(f"autologout must be at least {MIN_AUTOLOGOUT:.0f} s (RFC 9051 §5.4)")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    kind: str  # "imap" | "imaps"
+    host: str
+    port: int
+    tls: str  # "starttls" | "implicit"
+
+
+class Listener:
+    """One listening socket and the core settings of its sessions."""
+
+    def __init__(self, server: ImapServer, spec: ListenerSpec) -> None:
+        self.server = server
+        self.spec = spec
+        self.kind = spec.kind
+        self.tls = spec.tls
+        self.asyncio_server: asyncio.Server | None = None
+        base = server.settings.core
+        self._plain = dataclasses.replace(base, starttls=server.ssl_context is not None)
+        self._tls = dataclasses.replace(base, starttls=False)
+
+    def core_settings(self, *, tls_active: bool) -> ConnectionSettings:
+        return self._tls if tls_active else self._plain
+
+
+class ImapServer:
+    def __init__(
+        self,
+        settings: ImapServerSettings,
+        listeners: list[ListenerSpec],
+        store: ImapStore,
+        credentials: sasl.CredentialLookup,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        sasl_settings: sasl.SaslSettings | None = None,
+        throttle: AuthThrottle | None = None,
+    ) -> None:
+        """`store` is `MailStore.imap`.  `throttle` may be shared with SMTP AUTH and POP3,
+        so a guesser cannot spread attempts over protocols."""
+        self.settings = settings
+        self.store = store
+        self.credentials = credentials
+        self.ssl_context = ssl_context
+        self.sasl_settings = sasl_settings or sasl.SaslSettings()
+        self.listeners = [Listener(self, spec) for spec in listeners]
+        self.sessions: set[Session] = set()
+        self.throttle = throttle if throttle is not None else AuthThrottle(
+            max_failures_per_ip=settings.auth_max_failures,
+            max_failures_per_account=settings.auth_max_failures,
+            lockout=settings.auth_lockout,
+        )
+        self.idlers: set[Session] = set()
+        self._per_ip: Counter[str] = Counter()
+        self._cids = itertools.count(1)
+        self._prefix = f"i{os.getpid() % 1000:03d}"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._shutting_down = False
+
+    def next_cid(self) -> str:
+        return f"{self._prefix}{next(self._cids):06d}"
+
+    # --- admission ------------------------------------------------------------------------
+    def admit(self, session: Session, ip: str) -> str | None:
+        """None, or why the connection is refused (the text of its BYE)."""
+        if self._shutting_down:
+            return "Server shutting down"
+        if len(self.sessions) >= self.settings.max_connections:
+            return "Too many connections"
+        if self._per_ip[ip] >= self.settings.max_connections_per_ip:
+            return "Too many connections from your address"
+        self.sessions.add(session)
+        self._per_ip[ip] += 1
+        return None
+
+    def release(self, session: Session, ip: str) -> None:
+        self.idlers.discard(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def start(self, sockets: dict[tuple[str, int], socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for lst in self.listeners:
+            ctx = self.ssl_context if lst.tls == "implicit" else None
+            if lst.tls == "implicit" and ctx is None:
+                raise RuntimeError(f"listener {lst.kind} on port {lst.spec.port} needs a TLS "
+                                   "certificate")
+            timeout = self.settings.tls_handshake_timeout if ctx is not None else None
+            sock = (sockets or {}).get((lst.spec.host, lst.spec.port))
+
+            def factory(lst: Listener = lst) -> Session:
+                return Session(lst)
+
+            if sock is not None:
+                lst.asyncio_server = await loop.create_server(
+                    factory, sock=sock, ssl=ctx, backlog=1024, ssl_handshake_timeout=timeout)
+            else:
+                lst.asyncio_server = await loop.create_server(
+                    factory, lst.spec.host, lst.spec.port, ssl=ctx, backlog=1024,
+                    reuse_address=True, ssl_handshake_timeout=timeout)
+            log.info("event=listening kind=%s address=%s:%d tls=%s", lst.kind, lst.spec.host,
+                     lst.spec.port, lst.tls)
+        self._tasks = [loop.create_task(self._sweep()), loop.create_task(self._watch())]
+
+    def bound_ports(self) -> list[int]:
+        ports = []
+        for lst in self.listeners:
+            if lst.asyncio_server is not None:
+                ports += [s.getsockname()[1] for s in lst.asyncio_server.sockets]
+        return ports
+
+    async def _sweep(self) -> None:
+        """Autologout (RFC 9051 §5.4).  A session busy with a command is left alone unless
+        the client stopped reading our output for longer than the timeout."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for s in list(self.sessions):
+                if now - s.last_activity > s.timeout:
+                    log.info("event=timeout cid=%s peer=%s", s.cid, s.peer_ip)
+                    s.close("Autologout; idle for too long")
+
+    async def _watch(self) -> None:
+        """Wake IDLE sessions whose mailbox changed in another process (see module doc)."""
+        interval = self.settings.poll_interval
+        while True:
+            await asyncio.sleep(interval)
+            watched = {s.selected_id: s for s in self.idlers if s.selected_id is not None}
+            if not watched:
+                continue
+            try:
+                states = await self.store.states({s.selected_id for s in self.idlers
+                                                  if s.selected_id is not None})
+            except Exception:
+                log.exception("event=watch_failed")
+                continue
+            for s in list(self.idlers):
+                if s.selected_id is not None and s.view_state() != states.get(s.selected_id):
+                    s.wake()
+
+    async def shutdown(self) -> None:
+        """Stop accepting; give running commands (an APPEND being stored, a MOVE) the grace
+        period to finish, then say BYE to everyone (RFC 9051 §7.1.5)."""
+        self._shutting_down = True
+        for lst in self.listeners:
+            if lst.asyncio_server is not None:
+                lst.asyncio_server.close()
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        for s in list(self.sessions):
+            if not s.busy:
+                s.close("Server shutting down")
+        while any(s.busy for s in self.sessions) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions):
+            s.close("Server shutting down")
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.sleep(0)
