@@ -173,3 +173,41 @@ def test_garbage_bytes_get_replies_not_a_crash(make_server):
     assert b"221" in out
     out = _session(srv, b"EHLO ok\r\nQUIT\r\n", replies=2)
     assert b"221" in out  # still serving
+
+
+def test_connections_beyond_the_total_limit_get_421(make_server):
+    srv = make_server(limits={"max_connections": 3})
+    socks = []
+    try:
+        for _ in range(3):
+            s = socket.create_connection((srv.host, srv.smtp), timeout=10)
+            assert s.makefile("rb").readline().startswith(b"220")
+            socks.append(s)
+        extra = socket.create_connection((srv.host, srv.smtp), timeout=10)
+        socks.append(extra)
+        assert extra.makefile("rb").readline().startswith(b"421 4.7.0 Too many connections")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_tls_below_1_2_is_refused(make_server):
+    srv = make_server()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError):
+        pytest.skip("this OpenSSL cannot even offer TLS 1.1")
+    with socket.create_connection((srv.host, srv.smtp), timeout=10) as raw:
+        f = raw.makefile("rb")
+        f.readline()
+        raw.sendall(b"EHLO c\r\nSTARTTLS\r\n")
+        while f.readline()[3:4] != b" ":
+            pass
+        assert f.readline().startswith(b"220")
+        with pytest.raises((ssl.SSLError, OSError)):
+            ctx.wrap_socket(raw, server_hostname="mx.test")
