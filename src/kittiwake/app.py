@@ -23,6 +23,13 @@ from kittiwake import tlsconfig
 from kittiwake.config import Config
 from kittiwake.dns import DnsResolver, DnsSettings
 from kittiwake.inbound import InboundBackend, InboundSettings
+from kittiwake.mailauth import (
+    AuthSettings,
+    DkimKey,
+    DkimKeyStore,
+    InboundAuthenticator,
+    KeyAlgorithm,
+)
 from kittiwake.pop3.server import ServerSettings as Pop3CoreSettings
 from kittiwake.pop3server.server import ListenerSpec as Pop3ListenerSpec
 from kittiwake.pop3server.server import Pop3Server, Pop3ServerSettings
@@ -47,6 +54,19 @@ def prepare_data_dir(config: Config) -> None:
     if not config.tls_cert.exists() or not config.tls_key.exists():
         tlsconfig.write_self_signed(config.tls_cert, config.tls_key, config.hostname)
         log.info("event=tls_selfsigned cert=%s", config.tls_cert)
+
+
+def dkim_keystore(config: Config) -> DkimKeyStore:
+    return DkimKeyStore(config.data_dir / "dkim")
+
+
+def ensure_dkim_keys(config: Config, domain: str) -> list[DkimKey]:
+    """An RSA-2048 and an Ed25519 key for `domain` unless it has keys already (RFC 8463
+    dual signing: receivers that don't know Ed25519 still verify the RSA signature)."""
+    store = dkim_keystore(config)
+    if store.keys(domain):
+        return []
+    return [store.generate(domain, algorithm=alg) for alg in (KeyAlgorithm.RSA, KeyAlgorithm.ED25519)]
 
 
 def bootstrap_development(config: Config) -> str | None:
@@ -135,17 +155,25 @@ async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket]
     if config.tls_cert.exists() and config.tls_key.exists():
         ssl_context = tlsconfig.server_context(config.tls_cert, config.tls_key)
     sub = config.submission
+    dns_settings = DnsSettings(nameservers=config.dns.nameservers, port=config.dns.port,
+                               timeout=config.dns.timeout)
+    resolver = DnsResolver(dns_settings)
+    ma = config.mailauth
+    authenticator = InboundAuthenticator(AuthSettings(
+        hostname=config.hostname, dns=dns_settings, spf_timeout=ma.spf_timeout,
+        always_accept_from=ma.always_accept_from, never_accept_from=ma.never_accept_from,
+        trusted_arc_sealers=ma.trusted_arc_sealers, enforce_dmarc=ma.enforce_dmarc,
+        reject_spf_fail=ma.reject_spf_fail), resolver) if ma.verify else None
     backend = InboundBackend(
         InboundSettings(hostname=config.hostname, sender_policy=sub.sender_policy,
-                        hide_submitter_ip=sub.hide_client_ip),
-        directory, store)
+                        hide_submitter_ip=sub.hide_client_ip, dkim_sign=ma.sign,
+                        arc_seal=ma.arc_seal),
+        directory, store, authenticator=authenticator, keystore=dkim_keystore(config))
     runner = QueueRunner(
         RunnerSettings(hostname=config.hostname, poll_interval=config.queue.poll_interval,
                        concurrency=config.delivery.concurrency,
                        per_domain=config.delivery.per_domain),
-        spool, retry_schedule(config), client_settings(config),
-        DnsResolver(DnsSettings(nameservers=config.dns.nameservers, port=config.dns.port,
-                                timeout=config.dns.timeout)),
+        spool, retry_schedule(config), client_settings(config), resolver,
         inject=backend.inject, is_local=directory.is_local_domain,
         deliver_local=backend.deliver_queued)
     backend.queue = runner

@@ -8,17 +8,23 @@ domain localhost, loopback ports 2525/2587/2465).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sys
 import time
 from pathlib import Path
 
-from kittiwake import __version__, app, config, log, sendmail
+from kittiwake import __version__, app, config, dnsrecords, log, sendmail
 from kittiwake.config import Config, ConfigError
+from kittiwake.dns import DnsSettings
+from kittiwake.mailauth import KeyAlgorithm
+from kittiwake.mailauth.dmarcreport import summarize as summarize_report
 from kittiwake.queue.models import QueuedRecipientSpec, QueueSummary
 from kittiwake.queue.spool import Spool
 from kittiwake.store.directory import Directory
 from kittiwake.store.errors import StoreError
+from kittiwake.store.mailstore import MailStore
+from kittiwake.store.models import StoreSettings
 
 INIT_TEMPLATE = """\
 # Kittiwake configuration, written by `kittiwake init`. Every key: docs/configuration.md.
@@ -113,14 +119,17 @@ def cmd_init(args: argparse.Namespace) -> int:
             d.add_domain(args.domain)
     finally:
         d.close()
+    app.ensure_dkim_keys(cfg, args.domain)
     print(f"Wrote {path} and the data directory {cfg.data_dir}.")
-    print(f"Created the domain {args.domain} and a self-signed certificate for {cfg.hostname}.\n")
+    print(f"Created the domain {args.domain}, its DKIM keys (RSA + Ed25519) and a "
+          f"self-signed certificate for {cfg.hostname}.\n")
     print("Next steps:")
     print(f"  1. Add a mailbox:   kittiwake --config {path} user add postmaster@{args.domain}")
     print(f"  2. Start:           kittiwake --config {path} serve")
-    print("  3. Publish DNS records (zone-file lines):")
-    print(f"       {args.domain}.  IN MX  10 {cfg.hostname}.")
-    print(f'       {args.domain}.  IN TXT "v=spf1 mx -all"')
+    print("  3. Publish these DNS records (then check: "
+          f"kittiwake --config {path} dns {args.domain} --check):")
+    for line in dnsrecords.zone_text(_records(cfg, args.domain)).splitlines():
+        print(f"       {line}")
     print("  4. Replace the self-signed certificate with a real one for "
           f"{cfg.hostname} (see [tls] in the config).")
     return 0
@@ -151,10 +160,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_domain(args: argparse.Namespace) -> int:
-    d = _directory(_load(args))
+    cfg = _load(args)
+    d = _directory(cfg)
     try:
         if args.action == "add":
             d.add_domain(args.name)
+            if app.ensure_dkim_keys(cfg, args.name):
+                print(f"created DKIM keys for {args.name}; publish the records shown by "
+                      f"`kittiwake dns {args.name}`")
         elif args.action == "del":
             d.del_domain(args.name, force=args.force)
         else:
@@ -272,6 +285,85 @@ def cmd_sendmail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _records(cfg: Config, domain: str) -> list[dnsrecords.Record]:
+    keystore = app.dkim_keystore(cfg)
+    return dnsrecords.records_for(
+        domain, cfg.hostname, cfg.mailauth.public_addresses, keystore.dns_records(domain),
+        cfg.mailauth.report_address or None)
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    records = _records(cfg, args.domain)
+    if not args.check:
+        print(f"; DNS records for {args.domain} served by {cfg.hostname} (zone-file lines)")
+        print(dnsrecords.zone_text(records), end="")
+        if not cfg.mailauth.public_addresses:
+            print("; set mailauth.public_addresses to get A/AAAA records and ip4:/ip6: in SPF")
+        return 0
+    resolver = dnsrecords.DnsRecordResolver(DnsSettings(
+        nameservers=cfg.dns.nameservers, port=cfg.dns.port, timeout=cfg.dns.timeout))
+    results = asyncio.run(dnsrecords.check(records, resolver))
+    for result in results:
+        print(("ok      " if result.ok else "PROBLEM ") + result.message)
+    bad = sum(not r.ok for r in results)
+    print(f"-- {len(results) - bad} of {len(results)} records as expected")
+    return 1 if bad else 0
+
+
+def cmd_dkim(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    app.prepare_data_dir(cfg)
+    store = app.dkim_keystore(cfg)
+    if args.action == "keygen":
+        key = store.generate(args.domain, KeyAlgorithm(args.algorithm), args.selector,
+                             activate=True if args.activate else None)
+        state = "active" if key in store.active_keys(args.domain) else \
+            "not active yet: publish the record, then `kittiwake dkim activate`"
+        print(f"; {key.algorithm.value} key {key.selector} for {key.domain} ({state})")
+        print(dnsrecords.Record(key.record_name, "TXT", key.txt_record, "DKIM", "dkim").zone_line())
+    elif args.action == "activate":
+        key = store.activate(args.domain, args.selector)
+        print(f"signing {args.domain} with {key.selector} ({key.algorithm.value}) from now on")
+    else:
+        active = set(store.active_keys(args.domain))
+        for key in store.keys(args.domain):
+            print(f"{key.selector:24} {key.algorithm.value:8} {'active' if key in active else ''}")
+    return 0
+
+
+def cmd_dmarc(args: argparse.Namespace) -> int:
+    if args.account:
+        return _dmarc_mailbox(_load(args), args.account)
+    data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    print(summarize_report(data), end="")
+    return 0
+
+
+def _dmarc_mailbox(cfg: Config, account: str) -> int:
+    """Summarise every aggregate report delivered to `account` (the rua address)."""
+
+    async def read_all() -> list[bytes]:
+        store = MailStore(StoreSettings(data_dir=cfg.data_dir, fsync=cfg.fsync))
+        await store.start()
+        try:
+            rows = await store.list_messages(account)
+            return [await store.read_message(account, "INBOX", r.uid) for r in rows]
+        finally:
+            await store.close()
+
+    found = 0
+    for message in asyncio.run(read_all()):
+        try:
+            text = summarize_report(message)
+        except ValueError:
+            continue  # not an aggregate report
+        found += 1
+        print(text)
+    print(f"-- {found} DMARC aggregate report(s) in {account}'s INBOX")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kittiwake", description="Kittiwake mail server")
     p.add_argument("--config", help="config file (default: $KITTIWAKE_CONFIG, else the "
@@ -354,6 +446,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", metavar="OPTION", action="append", help="ignored (sendmail compatibility)")
     s.add_argument("recipients", nargs="*", help="recipient addresses")
     s.set_defaults(func=cmd_sendmail)
+
+    s = sub.add_parser("dns", help="print (or --check) the DNS records a domain needs")
+    s.add_argument("domain")
+    s.add_argument("--check", action="store_true",
+                   help="compare with what DNS serves now and name what is missing or wrong")
+    s.set_defaults(func=cmd_dns)
+
+    s = sub.add_parser("dkim", help="DKIM signing keys")
+    ksub = s.add_subparsers(dest="action", required=True)
+    x = ksub.add_parser("keygen", help="create a key and print its TXT record")
+    x.add_argument("domain")
+    x.add_argument("--selector", help="selector name (default: algorithm + date)")
+    x.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
+    x.add_argument("--activate", action="store_true",
+                   help="sign with it at once (default only for a domain's first key)")
+    x = ksub.add_parser("activate", help="switch signing to a published selector (rotation)")
+    x.add_argument("domain")
+    x.add_argument("selector")
+    x = ksub.add_parser("list", help="list a domain's keys")
+    x.add_argument("domain")
+    s.set_defaults(func=cmd_dkim)
+
+    s = sub.add_parser("dmarc", help="DMARC aggregate reports")
+    dsub2 = s.add_subparsers(dest="action", required=True)
+    x = dsub2.add_parser("report", help="summarise a received aggregate report (message, "
+                         "XML, .gz or .zip)")
+    x.add_argument("file", nargs="?", default="-", help="file, or - for stdin (default)")
+    x.add_argument("--account", help="summarise every report in this account's INBOX instead")
+    s.set_defaults(func=cmd_dmarc)
     return p
 
 

@@ -18,6 +18,14 @@ from typing import Protocol
 
 from kittiwake.address import Address
 from kittiwake.dsn import DsnRecipient, build_dsn, decode_orcpt, should_notify, xtext_decode
+from kittiwake.mailauth import (
+    DMARC_REJECTED,
+    Action,
+    DkimKeyStore,
+    InboundAuthenticator,
+    seal_forwarded_async,
+    sign_outbound_async,
+)
 from kittiwake.message.headers import (
     date_header,
     delivered_to_header,
@@ -49,6 +57,8 @@ class InboundSettings:
     # lead to them), in MAIL FROM and in From:; "any": no check (a trusted relay setup).
     sender_policy: str = "own"
     hide_submitter_ip: bool = False
+    dkim_sign: bool = True  # submitted mail and our bounces (RFC 6376)
+    arc_seal: bool = True  # mail forwarded to external alias targets (RFC 8617)
 
 
 class DirectoryCredentials:
@@ -113,8 +123,12 @@ class DirectoryCache:
 
 class InboundBackend:
     def __init__(self, settings: InboundSettings, directory: Directory, store: MailStore,
-                 queue: OutboundQueue | None = None) -> None:
+                 queue: OutboundQueue | None = None, *,
+                 authenticator: InboundAuthenticator | None = None,
+                 keystore: DkimKeyStore | None = None) -> None:
         self.settings = settings
+        self.authenticator = authenticator
+        self.keystore = keystore
         self.directory = directory
         self.store = store
         self.queue = queue
@@ -171,8 +185,24 @@ class InboundBackend:
         self, session: SessionInfo, envelope: Envelope, content: bytes, queue_id: str
     ) -> Reply:
         now = dt.datetime.now(dt.UTC).astimezone()
+        mailbox = "INBOX"
+        forwarding_domain: str | None = None
         if session.listener != "smtp":
             content = self._submission_content(session, content, now)
+            if self.settings.dkim_sign and self.keystore is not None:
+                content = await sign_outbound_async(content, None, self.keystore)
+        elif self.authenticator is not None:
+            # RFC 7489 §6.6: SPF, DKIM and DMARC on the message as received, at end of DATA.
+            verdict = await self.authenticator.authenticate(
+                content, session.peer_ip, session.helo or "",
+                str(envelope.sender) if envelope.sender is not None else "")
+            log.info("event=mailauth cid=%s queue_id=%s %s", session.cid, queue_id,
+                     verdict.summary())
+            if verdict.action is Action.REJECT:
+                raise ReplyError(verdict.reply or DMARC_REJECTED)
+            if verdict.action is Action.QUARANTINE:
+                mailbox = "Junk"
+            content = verdict.content
         local: dict[str, Address] = {}  # account → the recipient address that led there
         remote: list[tuple[str, dict[str, str | None]]] = []
         delivered: list[tuple[Address, dict[str, str | None]]] = []  # owed a success DSN
@@ -185,6 +215,7 @@ class InboundBackend:
                     delivered.append((rcpt, params))
                 # Forwarding keeps NOTIFY; ORCPT records the address the sender used.
                 if resolution.remote:
+                    forwarding_domain = forwarding_domain or rcpt.domain
                     fwd = dict(params)
                     fwd.setdefault("ORCPT", "rfc822;" + xtext_encode(str(rcpt)))
                     remote.extend((target, fwd) for target in resolution.remote)
@@ -193,10 +224,17 @@ class InboundBackend:
         if not local and not remote:
             raise ReplyError(R.NO_SUCH_USER)
         if remote:  # queued first: a crash before the 250 at worst duplicates, never loses
-            await self._enqueue(session, envelope, content, queue_id, remote, now)
+            outgoing = content
+            if (forwarding_domain is not None and session.listener == "smtp"
+                    and self.settings.arc_seal and self.keystore is not None):
+                # RFC 8617: our seal vouches for the results we saw, so DMARC at the next
+                # hop can trust a message that forwarding broke.
+                outgoing = await seal_forwarded_async(content, forwarding_domain,
+                                                      self.keystore, self.settings.hostname)
+            await self._enqueue(session, envelope, outgoing, queue_id, remote, now)
         if local:
             requests = [
-                DeliveryRequest(account=account, content=self._local_headers(
+                DeliveryRequest(account=account, mailbox=mailbox, content=self._local_headers(
                     session, envelope, queue_id, rcpt, now) + content)
                 for account, rcpt in local.items()
             ]
@@ -342,7 +380,10 @@ class InboundBackend:
             return
         # Unique even for two reports in one microsecond (concurrent sessions).
         queue_id = f"B{int(now.timestamp() * 1e6):x}{secrets.token_hex(3)}"
-        await self.queue.enqueue(queue_id, note.content, "", [QueuedRecipientSpec(note.recipient)],
+        content = note.content
+        if self.settings.dkim_sign and self.keystore is not None:
+            content = await sign_outbound_async(content, None, self.keystore)
+        await self.queue.enqueue(queue_id, content, "", [QueuedRecipientSpec(note.recipient)],
                                  smtputf8=note.smtputf8, eight_bit=note.eight_bit,
                                  origin="bounce", auth_user=None)
 

@@ -120,7 +120,16 @@ class Server:
             "[log]", 'level = "info"', "",
         ]
         self.extra["hostname"] = hostname
-        tables = {"limits": limits or {}, **(sections or {})}
+        # Tests talk only to loopback: never the system resolver (it is off-host). DNS goes
+        # to a closed loopback port unless a test brings its own server, and SPF/DKIM/DMARC
+        # run only where a test asks for them.
+        defaults: dict[str, dict[str, object]] = {
+            "dns": {"nameservers": ["127.0.0.1"], "port": 9, "timeout": 1.0},
+            "mailauth": {"verify": False},
+        }
+        for table, values in (sections or {}).items():
+            defaults[table] = {**defaults.get(table, {}), **values}
+        tables = {"limits": limits or {}, **defaults}
         for table, values in tables.items():
             lines.append(f"[{table}]")
             lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
@@ -202,14 +211,21 @@ def _toml(value: object) -> str:
 
 
 def body_of(stored: bytes) -> bytes:
-    """Strip the headers Kittiwake prepends (Return-Path, Delivered-To, Received)."""
+    """Strip the headers Kittiwake prepends (Return-Path, Delivered-To, Received, and the
+    Authentication-Results/Received-SPF of a verifying server)."""
     rest = stored
+
+    def strip_field(data: bytes) -> bytes:
+        end = data.index(b"\r\n", 0)
+        while data[end + 2:end + 3] in (b" ", b"\t"):
+            end = data.index(b"\r\n", end + 2)
+        return data[end + 2:]
+
     for name in (b"Return-Path:", b"Delivered-To:", b"Received:"):
         assert rest.startswith(name), rest[:200]
-        end = rest.index(b"\r\n", 0)
-        while rest[end + 2:end + 3] in (b" ", b"\t"):
-            end = rest.index(b"\r\n", end + 2)
-        rest = rest[end + 2:]
+        rest = strip_field(rest)
+    while rest.startswith((b"Authentication-Results:", b"Received-SPF:")):
+        rest = strip_field(rest)
     return rest
 
 

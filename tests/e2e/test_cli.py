@@ -17,6 +17,9 @@ SUBCOMMANDS = [
     [], ["init"], ["serve"], ["check-config"], ["domain"], ["domain", "add"], ["domain", "del"],
     ["domain", "list"], ["user"], ["user", "add"], ["user", "del"], ["user", "list"],
     ["user", "passwd"], ["alias"], ["alias", "add"], ["alias", "del"], ["alias", "list"],
+    ["queue"], ["queue", "list"], ["queue", "show"], ["queue", "retry"], ["queue", "delete"],
+    ["queue", "flush"], ["sendmail"], ["dns"], ["dkim"], ["dkim", "keygen"], ["dkim", "activate"],
+    ["dkim", "list"], ["dmarc"], ["dmarc", "report"],
 ]
 
 

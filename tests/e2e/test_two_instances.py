@@ -51,8 +51,8 @@ def need(tool: str) -> str:
     return path
 
 
-def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kwargs)  # type: ignore[call-overload]
+def run(cmd: list[str], input: str | None = None) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, f"{cmd[0]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
     return r
 
@@ -88,10 +88,11 @@ def wait_report(srv: Server, address: str, marker: bytes, timeout: float = 20.0)
         return bounces(srv, address, marker)
 
     try:
-        [raw] = wait_until(found, timeout, f"a report about {marker!r}")  # type: ignore[misc]
+        reports = wait_until(found, timeout, f"a report about {marker!r}")
     except AssertionError as e:
         raise AssertionError(f"{e}\n--- log ---\n{srv.log()[-4000:]}") from None
-    return raw
+    assert isinstance(reports, list) and len(reports) == 1, reports
+    return bytes(reports[0])
 
 
 # --- four clients, one path -----------------------------------------------------------------

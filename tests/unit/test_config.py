@@ -15,7 +15,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 SECTIONS = {
     "limits": config.LimitsConfig, "delivery": config.DeliveryConfig,
     "queue": config.QueueConfig, "dns": config.DnsConfig, "submission": config.SubmissionConfig,
-    "pop3": config.Pop3Config,
+    "pop3": config.Pop3Config, "mailauth": config.MailauthConfig,
 }
 
 

@@ -19,8 +19,8 @@ from kittiwake.store.imaptypes import (
     OverQuota,
     StoreMode,
 )
-from kittiwake.store.maildir import split_name
 from kittiwake.store.mailboxops import _decode_folder
+from kittiwake.store.maildir import split_name
 
 T = TypeVar("T")
 ALICE = "alice@example.com"

@@ -26,6 +26,7 @@ from kittiwake.imap.types import (
     FetchItem,
     Section,
 )
+from kittiwake.imapserver.selected import ordered
 from kittiwake.message.bodystructure import format_body, format_bodystructure, format_envelope
 from kittiwake.message.headers import iter_field_spans
 from kittiwake.message.structure import binary_size, find_part, section_span
@@ -166,7 +167,7 @@ def render(seq: int, msg: MessageData, struct: dict[str, Any] | None, raw: bytes
     if with_uid and Attr.UID not in items:
         fr.uid(msg.uid)  # RFC 9051 §6.4.9: UID FETCH responses always carry UID
     if flags_changed and Attr.FLAGS not in items:
-        fr.flags(msg.flags)  # the implicit \Seen, RFC 9051 §6.4.5
+        fr.flags(ordered(msg.flags))  # the implicit \Seen, RFC 9051 §6.4.5
     for item in items:
         if isinstance(item, Attr):
             _attr(fr, item, msg, struct, raw, utf8)
@@ -187,7 +188,7 @@ def render(seq: int, msg: MessageData, struct: dict[str, Any] | None, raw: bytes
 def _attr(fr: builders.FetchResponse, item: Attr, msg: MessageData,
           struct: dict[str, Any] | None, raw: bytes | None, utf8: bool) -> None:
     if item is Attr.FLAGS:
-        fr.flags(msg.flags)
+        fr.flags(ordered(msg.flags))
     elif item is Attr.UID:
         fr.uid(msg.uid)
     elif item is Attr.INTERNALDATE:

@@ -29,7 +29,7 @@ from kittiwake.imap.response import (
 from kittiwake.imap.types import Attr, SequenceSet
 from kittiwake.imapserver import searching
 from kittiwake.imapserver.fetching import Plan, UnknownCte, render
-from kittiwake.imapserver.selected import SelectedMailbox
+from kittiwake.imapserver.selected import SelectedMailbox, ordered
 from kittiwake.store.errors import NotFound
 from kittiwake.store.imaptypes import MessageState, StoreMode
 
@@ -119,6 +119,8 @@ async def store(s: Session, cmd: c.Store) -> Tagged:
     result = await s.store.store_flags(view.handle, uids, mode, cmd.flags,
                                        cmd.unchanged_since)
     view.own_flags(result.changed)
+    if view.new_keywords():  # RFC 9051 §7.3.5: the client hears of a keyword first
+        s.send(view.flags_response())
     with_uid = cmd.uid or s.qresync
     report = sorted((*result.changed, *result.unchanged), key=lambda m: m.uid)
     changed = {m.uid for m in result.changed}
@@ -132,7 +134,7 @@ async def store(s: Session, cmd: c.Store) -> Tagged:
         if with_uid:
             fr.uid(m.uid)
         if not cmd.silent:
-            fr.flags(m.flags)
+            fr.flags(ordered(m.flags))
         if s.condstore:
             # RFC 7162 §3.1.3: MODSEQ in the FETCH, even for .SILENT when it changed.
             fr.modseq(m.modseq)

@@ -32,7 +32,7 @@ from kittiwake.imap.response import (
     unseen,
 )
 from kittiwake.imap.types import SequenceSet
-from kittiwake.imapserver.selected import SYSTEM_FLAGS, SelectedMailbox
+from kittiwake.imapserver.selected import SYSTEM_FLAGS, SelectedMailbox, ordered
 from kittiwake.store.errors import NotFound
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ async def _qresync(s: Session, view: SelectedMailbox, modseq: int,
         seq = view.seq_of(m.uid)
         if seq is None or m.modseq > view.known_modseq:
             continue  # newer than the snapshot: reported by the next sync
-        fr = builders.FetchResponse(seq).uid(m.uid).flags(view.flags[m.uid]).modseq(
+        fr = builders.FetchResponse(seq).uid(m.uid).flags(ordered(view.flags[m.uid])).modseq(
             view.modseqs[m.uid])
         s.send(fr.to_data())
 

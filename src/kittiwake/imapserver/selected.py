@@ -27,6 +27,12 @@ from kittiwake.store.imaptypes import Changes, MailboxHandle, MessageState, Snap
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
+def ordered(flags: Iterable[str]) -> list[str]:
+    """Flags in one stable order — system flags, then keywords — so responses do not
+    depend on set iteration order."""
+    return sorted(flags, key=lambda f: (not f.startswith("\\"), f.lower()))
+
+
 class BadSequence(Exception):
     """A message sequence number the client cannot know (RFC 9051 §9: a BAD)."""
 
@@ -186,7 +192,7 @@ class SelectedMailbox:
                 fr = builders.FetchResponse(seq)
                 if with_uid:
                     fr.uid(uid)
-                fr.flags(self.flags[uid])
+                fr.flags(ordered(self.flags[uid]))
                 if self.condstore:
                     fr.modseq(self.modseqs[uid])
                 out.append(fr.to_data())

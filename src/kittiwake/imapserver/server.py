@@ -173,6 +173,11 @@ class ImapServer:
                     reuse_address=True, ssl_handshake_timeout=timeout)
             log.info("event=listening kind=%s address=%s:%d tls=%s", lst.kind, lst.spec.host,
                      lst.spec.port, lst.tls)
+        self.start_background()
+
+    def start_background(self) -> None:
+        """The sweeper and the IDLE watcher (started by `start`; tests may run them alone)."""
+        loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._sweep()), loop.create_task(self._watch())]
 
     def bound_ports(self) -> list[int]:
