@@ -149,7 +149,7 @@ class InboundBackend:
             return True
         return user.lower() in (a.lower() for a in self.lookup.resolve(address).local)
 
-    async def mail_from(self, session: SessionInfo, envelope: Envelope) -> None:
+    def mail_from(self, session: SessionInfo, envelope: Envelope) -> None:
         if session.listener == "smtp":
             return None
         # Submission (RFC 6409 §4.3): only authenticated users, only as themselves.
@@ -162,7 +162,7 @@ class InboundBackend:
             raise ReplyError(R.SENDER_NOT_OWNED)
         return None
 
-    async def rcpt_to(
+    def rcpt_to(
         self, session: SessionInfo, envelope: Envelope, recipient: Address,
         params: dict[str, str | None],
     ) -> None:

@@ -54,10 +54,14 @@ class Envelope:
 
 
 class Backend(Protocol):
-    async def mail_from(self, session: SessionInfo, envelope: Envelope) -> None:
-        """Called with `envelope.sender`/`mail_params` set; raise ReplyError to refuse."""
+    def mail_from(self, session: SessionInfo, envelope: Envelope) -> None:
+        """Called with `envelope.sender`/`mail_params` set; raise ReplyError to refuse.
 
-    async def rcpt_to(
+        MAIL and RCPT are synchronous on purpose: they must be cheap lookups (anything slow,
+        like SPF or content checks, belongs at end of data), and answering them inline saves
+        a task per command on the hottest path."""
+
+    def rcpt_to(
         self, session: SessionInfo, envelope: Envelope, recipient: Address,
         params: dict[str, str | None],
     ) -> None:

@@ -232,7 +232,9 @@ class Session(asyncio.Protocol):
         if isinstance(event, ev.RcptTo):
             if len(self._envelope.recipients) >= self._listener.server.settings.max_recipients:
                 return R.TOO_MANY_RECIPIENTS
-            return None
+            return self._envelope_step(event)
+        if isinstance(event, ev.MailFrom):
+            return self._envelope_step(event)
         if isinstance(event, ev.DataEnd) and event.error is not None:
             self._in_data = False
             self._log_message(None, event.error, len(self._buf))
@@ -241,7 +243,7 @@ class Session(asyncio.Protocol):
         if isinstance(event, ev.AuthResponse) and event.line.strip() == "*":
             self._sasl = None  # RFC 4954 §4: "*" cancels the exchange
             return R.AUTH_CANCELLED
-        return None  # MailFrom, RcptTo, DataEnd, AUTH: the Backend decides
+        return None  # DataEnd, AUTH: the Backend decides, asynchronously
 
     async def _answer_later(self, event: ev.Event) -> None:
         conn = self.conn
@@ -274,31 +276,44 @@ class Session(asyncio.Protocol):
                 self._pump()
                 self._listener.server.session_idle(self)
 
-    async def _ask_backend(self, event: ev.Event) -> Reply:
+    def _envelope_step(self, event: ev.MailFrom | ev.RcptTo) -> Reply:
+        """MAIL and RCPT: the Backend answers synchronously (directory lookups only), which
+        spares a task and a pause/resume of reading for each of them."""
         backend = self._listener.backend
         info = self.info
         assert info is not None
         env = self._envelope
-        if isinstance(event, ev.MailFrom):
-            env.sender = event.sender
-            env.mail_params = dict(event.params)
-            env.smtputf8 = "SMTPUTF8" in event.params
+        try:
+            if isinstance(event, ev.MailFrom):
+                env.sender = event.sender
+                env.mail_params = dict(event.params)
+                env.smtputf8 = "SMTPUTF8" in event.params
+                try:
+                    backend.mail_from(info, env)
+                except ReplyError as e:
+                    self._reset()
+                    self._log_reject("mail", str(event.sender or "<>"), e.reply)
+                    return e.reply
+                return R.SENDER_OK
             try:
-                await backend.mail_from(info, env)
-            except ReplyError as e:
-                self._reset()
-                self._log_reject("mail", str(event.sender or "<>"), e.reply)
-                return e.reply
-            return R.SENDER_OK
-        if isinstance(event, ev.RcptTo):
-            try:
-                await backend.rcpt_to(info, env, event.recipient, dict(event.params))
+                backend.rcpt_to(info, env, event.recipient, dict(event.params))
             except ReplyError as e:
                 self._log_reject("rcpt", str(event.recipient), e.reply)
                 return e.reply
             env.recipients.append(event.recipient)
             env.rcpt_params.append(dict(event.params))
             return R.RECIPIENT_OK
+        except Exception:
+            log.exception("event=error cid=%s", info.cid)
+            if isinstance(event, ev.MailFrom):
+                self._reset()
+            return R.LOCAL_ERROR
+
+    async def _ask_backend(self, event: ev.Event) -> Reply:
+        backend = self._listener.backend
+        info = self.info
+        assert info is not None
+        env = self._envelope
         if isinstance(event, ev.DataEnd):
             self._in_data = False
             content = bytes(self._buf)
