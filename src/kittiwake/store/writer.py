@@ -55,12 +55,19 @@ log = logging.getLogger(__name__)
 
 
 
-def _syncfs_function() -> Callable[[Path], None] | None:
-    """libc's syncfs(2) (Linux), or None where it does not exist."""
+def _libc_function(name: str) -> Any:
+    """A libc function by name (Linux), or None where it does not exist."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.syncfs
+        return getattr(libc, name)
     except (OSError, AttributeError):
+        return None
+
+
+def _syncfs_function() -> Callable[[Path], None] | None:
+    """libc's syncfs(2) (Linux), or None where it does not exist."""
+    fn = _libc_function("syncfs")
+    if fn is None:
         return None
 
     def syncfs(directory: Path) -> None:
@@ -107,6 +114,7 @@ class _Item:
     tmp: Path | None = None  # written, not yet renamed
     dest: Path | None = None  # renamed into new/ or cur/
     fd: int | None = None  # open until fsynced (sync="fsync" only)
+    anon_fd: int | None = None  # an O_TMPFILE file, open until linked into place
 
 
 @dataclass(eq=False, slots=True)
@@ -179,6 +187,8 @@ class Writer:
         self._dead = False  # the committer died of a bug; nothing may queue for it
         self._thread: threading.Thread | None = None
         self._syncfs = _syncfs_function() if settings.sync == "syncfs" else None
+        self._tmpfile_ok = True
+        self._linkat = _libc_function("linkat")
         # Only for sync="fsync": per-file and per-directory fsyncs run in parallel (they
         # release the GIL and the file system merges concurrent journal commits).
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -245,19 +255,48 @@ class Writer:
         it.size = len(content)
         it.structure = structure_json(self._parser, content)
         it.base = self._names.next(it.size)
-        tmp = folder / "tmp" / it.base
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        it.tmp = tmp
+        fd = self._open_anonymous(folder / ("cur" if it.flags else "new"))
+        if fd is None:
+            tmp = folder / "tmp" / it.base
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            it.tmp = tmp
+        else:
+            it.anon_fd = fd
         try:
             view = memoryview(content)
             while view:
                 view = view[os.write(fd, view) :]
-            # Maildir readers (and our rescan) take INTERNALDATE from the mtime.
-            os.utime(fd, (it.internaldate, it.internaldate))
+            if it.request.internaldate is not None:
+                # Maildir readers (and our rescan) take INTERNALDATE from the mtime; for
+                # mail arriving now the creation time already says it.
+                os.utime(fd, (it.internaldate, it.internaldate))
             if self._settings.fsync and self._syncfs is None:
                 it.fd = os.dup(fd)  # fsynced in parallel by _barrier
         finally:
-            os.close(fd)
+            if it.anon_fd is None:
+                os.close(fd)
+
+    def _link(self, fd: int, dest: Path) -> None:
+        """Name an O_TMPFILE file: linkat(2) with AT_SYMLINK_FOLLOW on /proc/self/fd/N
+        (os.link cannot: CPython calls link(2), which links the /proc symlink itself)."""
+        assert self._linkat is not None
+        if self._linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, os.fsencode(dest),
+                        0x400) != 0:  # AT_FDCWD, AT_SYMLINK_FOLLOW
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(dest))
+
+    def _open_anonymous(self, directory: Path) -> int | None:
+        """An unnamed file in its final directory (O_TMPFILE), when the batch barrier is
+        syncfs: it gets its name by one link(2) after the barrier, so each delivery touches
+        one directory instead of two (create in tmp/, rename into new/), and a crash leaves
+        nothing behind — not even a tmp/ file. None where the kernel or file system lacks it."""
+        if self._syncfs is None or self._linkat is None or not self._tmpfile_ok:
+            return None
+        try:
+            return os.open(directory, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except (OSError, AttributeError):
+            self._tmpfile_ok = False
+            return None
 
     def _barrier(self, groups: list[Group], *, directories: bool) -> None:
         """Make the files (or, with `directories`, the renames) of live groups durable.
@@ -273,11 +312,10 @@ class Writer:
         if not live:
             return
         if self._syncfs is not None:
+            folders = {it.ref.folder(self._settings.mail_root) for it in live if it.ref}
             devices: dict[int, Path] = {}
-            for it in live:
-                path = it.dest if directories else it.tmp
-                assert path is not None
-                devices.setdefault(os.stat(path.parent).st_dev, path.parent)
+            for folder in folders:
+                devices.setdefault(os.stat(folder).st_dev, folder)
             for directory in devices.values():
                 self._syncfs(directory)
             with self._cv:
@@ -313,7 +351,7 @@ class Writer:
                 continue
             try:
                 for it in g.items:
-                    assert it.ref is not None and it.tmp is not None
+                    assert it.ref is not None
                     folder = it.ref.folder(self._settings.mail_root)
                     if it.flags:
                         dest = folder / "cur" / maildir.file_name(it.base, it.flags)
@@ -321,7 +359,13 @@ class Writer:
                         dest = folder / "new" / it.base
                     with self._cv:  # before the rename: a rescan never sees it unannounced
                         self._in_flight.add(it.base)
-                    os.rename(it.tmp, dest)
+                    if it.anon_fd is not None:
+                        self._link(it.anon_fd, dest)
+                        os.close(it.anon_fd)
+                        it.anon_fd = None
+                    else:
+                        assert it.tmp is not None
+                        os.rename(it.tmp, dest)
                     it.tmp, it.dest = None, dest
             except Exception as exc:
                 g.error = exc
@@ -478,9 +522,10 @@ class Writer:
         and hand the caller the error.  Best effort: if the unlink fails too, the file is
         durable and the next rescan keeps it (a duplicate, never a loss)."""
         for it in g.items:
-            if it.fd is not None:
-                os.close(it.fd)
-                it.fd = None
+            for fd in (it.fd, it.anon_fd):
+                if fd is not None:
+                    os.close(fd)
+            it.fd = it.anon_fd = None
             for path in (it.dest, it.tmp):
                 if path is not None:
                     try:
