@@ -52,9 +52,13 @@ def fill(spool_dir: Path, n: int, size: int) -> float:
 
 def run(root: Path, dns_port: int, n: int, size: int, per_domain: int, concurrency: int
         ) -> tuple[float, float, int]:
-    b = Instance(root / "b", B_HOST, "mx.b.test", "b.test", ("bob",), kinds=("smtp",))
+    # Both ask the bench's NSD: A for b.test's MX, B for a.test's SPF/DKIM/DMARC records
+    # (none are published, so B's checks find "none" without waiting on outside DNS).
+    dns = {"nameservers": ["127.0.0.1"], "port": dns_port}
+    b = Instance(root / "b", B_HOST, "mx.b.test", "b.test", ("bob",), kinds=("smtp",),
+                 sections={"dns": dns})
     a = Instance(root / "a", A_HOST, "mx.a.test", "a.test", ("alice",), kinds=("smtp",),
-                 sections={"dns": {"nameservers": ["127.0.0.1"], "port": dns_port},
+                 sections={"dns": dns,
                            "delivery": {"port": b.ports["smtp"], "per_domain": per_domain,
                                         "concurrency": concurrency}})
     a.write_config()

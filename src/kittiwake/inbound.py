@@ -246,10 +246,11 @@ class InboundBackend:
     async def _report_delivery(self, envelope: Envelope, content: bytes,
                                delivered: list[tuple[Address, dict[str, str | None]]],
                                now: dt.datetime) -> None:
-        """RFC 3461 §6.2.1: final delivery of a recipient with NOTIFY=SUCCESS earns the
-        sender a "delivered" DSN, carrying the ENVID and ORCPT it gave (RFC 3464 §2.2.1,
-        §2.3.1). The message is stored already, so a failure here is logged, not answered:
-        a 4xx now would make the client send the message twice."""
+        """RFC 3461 §4.1: NOTIFY=SUCCESS asks for a DSN on successful delivery; we are the
+        final hop, so the sender gets a "delivered" report (RFC 3464 §2.3.3) carrying the
+        ENVID and ORCPT it gave (RFC 3464 §2.2.1, §2.3.1). The message is stored already,
+        so a failure here is logged, not answered: a 4xx now would make the client send the
+        message twice."""
         sender = str(envelope.sender)
         params = envelope.mail_params
         envid = params.get("ENVID")

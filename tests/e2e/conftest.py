@@ -268,7 +268,7 @@ MAIL_ZONES = {
 # Fast retries for tests: first retry after 1 s, never more than 2 s apart, the spool looked
 # at twice a second; a short brute-force lockout so the throttle test can see it end.
 QUEUE_FAST = {"minimal_backoff": 1.0, "maximal_backoff": 2.0, "poll_interval": 0.5}
-AUTH_LOCKOUT = 6.0
+AUTH_LOCKOUT = 8.0
 
 
 @dataclass

@@ -244,3 +244,45 @@ def test_append_expunge_close_unselect(tmp_path: Path) -> None:
         assert b"q1 NO [TRYCREATE]" in await c.read_until(rb"^q1 [^\r\n]*\r\n")
 
     run(tmp_path, go)
+
+
+def test_fast_path_answers_equal_the_general_path(tmp_path: Path) -> None:
+    """Before the indexer has run, ENVELOPE etc. come from parsing; after, from its cache
+    through fastfetch.py: the octets must be the same."""
+    items = ("(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY MODSEQ "
+             "RFC822.HEADER BODY.PEEK[HEADER.FIELDS (From Subject X-Tag)] "
+             "BODY.PEEK[HEADER.FIELDS.NOT (Subject)]<5.40> BODY.PEEK[HEADER])")
+
+    async def go(env: Env) -> None:
+        await env.deliver(MULTIPART, flags=frozenset({"\\Seen", "$Work"}))
+        await env.deliver(message(2))
+        c = await env.connect()
+        await c.login()
+        await c.cmd("SELECT INBOX")
+        before = await c.cmd("FETCH 1:2 " + items)
+        env.store.imap.start_indexer()
+        assert await env.store.imap.indexer.idle(30)
+        assert len(await env.store.imap.cached(c.session.selected.handle, [1, 2])) == 2  # type: ignore[union-attr]
+        after = await c.cmd("FETCH 1:2 " + items)
+        await env.store.imap.stop_indexer()
+        strip = re.compile(rb"^a\d+ ", re.MULTILINE)
+        assert strip.sub(b"", before) == strip.sub(b"", after)
+        assert b"ENVELOPE" in after and b"X-Tag: green" in after
+
+    run(tmp_path, go)
+
+
+def test_envelope_of_walked_in_messages_is_parsed_on_demand(tmp_path: Path) -> None:
+    async def go(env: Env) -> None:
+        import os
+
+        inbox = tmp_path / "mail" / "example.com" / "alice"
+        (inbox / "cur" / "1600000000.walk.host:2,S").write_bytes(MULTIPART)
+        os.utime(inbox / "cur", ns=(0, 10**18))
+        c = await env.connect()
+        await c.login()
+        assert b"* 1 EXISTS" in await c.cmd("SELECT INBOX")
+        out = await c.cmd("FETCH 1 (FLAGS ENVELOPE BODYSTRUCTURE)")
+        assert b"FLAGS (\\Seen)" in out and b'"MIXED"' in out and b" OK " in out
+
+    run(tmp_path, go)

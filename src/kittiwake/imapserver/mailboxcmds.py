@@ -58,11 +58,12 @@ async def create(s: Session, cmd: c.Create) -> Tagged:
 
 async def delete(s: Session, cmd: c.Delete) -> Tagged:
     assert s.account is not None
-    if s.selected is not None and s.selected.handle.name == _canon(cmd.mailbox):
-        # RFC 9051 §6.3.4 allows it; closing first keeps this session consistent.
-        s.selected = None
-        assert s.conn is not None
     await s.store.delete_mailbox(s.account, cmd.mailbox)
+    if s.selected is not None and s.selected.handle.name == _canon(cmd.mailbox):
+        # RFC 9051 §6.3.4 allows deleting the selected mailbox.  The session stays in the
+        # selected state (only CLOSE/UNSELECT/SELECT leave it) with a view that no longer
+        # changes; commands on its messages find them gone.
+        s.selected.gone = True
     return ok(cmd, "DELETE completed")
 
 

@@ -27,16 +27,20 @@ from kittiwake.imap.response import (
     modified,
 )
 from kittiwake.imap.types import Attr, SequenceSet
-from kittiwake.imapserver import searching
+from kittiwake.imapserver import fastfetch, searching
 from kittiwake.imapserver.fetching import Plan, UnknownCte, render
 from kittiwake.imapserver.selected import SelectedMailbox, ordered
 from kittiwake.store.errors import NotFound
-from kittiwake.store.imaptypes import MessageState, StoreMode
+from kittiwake.store.imaptypes import MessageData, MessageState, StoreMode
 
 if TYPE_CHECKING:
     from kittiwake.imapserver.session import Session
 
 BATCH = 256
+FAST_BATCH = 4096  # rows per query on the fast path (fastfetch.py)
+#: Message bytes held at once while fetching bodies: a batch is read in parts this large,
+#: each written out (and the transport drained) before the next is read.
+READ_BUDGET = 4 * 1024 * 1024
 
 
 def _view(s: Session) -> SelectedMailbox:
@@ -64,27 +68,42 @@ async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
             seen_set = {m.uid for m in result.changed}
     issue = False
     with_uid = cmd.uid or s.qresync
+    fast = fastfetch.eligible(cmd.items)
+    cache = fastfetch.needs_cache(cmd.items)
+    renderer = (fastfetch.Renderer(cmd.items, with_uid=with_uid, modseq=plan.modseq)
+                if fast else None)
     try:
-        for start in range(0, len(uids), BATCH):
-            batch = uids[start : start + BATCH]
-            rows = await s.store.message_data(view.handle, batch, structure=plan.structure)
-            issue |= len(rows) < len(batch)
-            if cmd.changed_since is not None:
-                rows = [r for r in rows if r.modseq > cmd.changed_since]
-            raws = (await s.store.read_files(view.handle, rows) if plan.body
-                    else [None] * len(rows))
-            structs = (await s.store.structures(view.handle, rows, raws) if plan.structure
-                       else [None] * len(rows))
-            for row, raw, struct in zip(rows, raws, structs, strict=True):
-                seq = view.seq_of(row.uid)
-                if seq is None or (plan.body and raw is None) or (
-                        plan.structure and struct is None):
-                    issue = True
-                    continue
-                if Attr.FLAGS in cmd.items and row.flags != view.flags.get(row.uid):
-                    view.own_flags([MessageState(row.uid, row.flags, row.modseq)])
-                s.send(render(seq, row, struct, raw, plan, with_uid=with_uid,
-                              flags_changed=row.uid in seen_set, utf8=s.utf8))
+        step = FAST_BATCH if fast else BATCH
+        for start in range(0, len(uids), step):
+            batch = uids[start : start + step]
+            if renderer is not None:
+                rows = await s.store.fast_rows(view.handle, batch, cache=cache,
+                                               header=fastfetch.needs_header(cmd.items))
+                issue |= len(rows) < len(batch)
+                if cmd.changed_since is not None:
+                    rows = [r for r in rows if r.modseq > cmd.changed_since]
+                out: list[bytes] = []
+                slow: list[int] = []
+                for row in rows:
+                    seq = view.seq_of(row.uid)
+                    if seq is None:
+                        issue = True
+                    elif cache and (row.envelope is None or (s.utf8 and not row.ascii)):
+                        slow.append(row.uid)  # not indexed yet, or needs the UTF-8 form
+                    else:
+                        out.append(renderer.render(seq, row, flags_changed=row.uid in seen_set))
+                s.send_raw(b"".join(out))
+                if slow:
+                    more = await s.store.message_data(view.handle, slow, structure=True)
+                    for part in range(0, len(more), BATCH):
+                        issue |= await _general(s, view, plan, more[part : part + BATCH],
+                                                seen_set, with_uid)
+            else:
+                data = await s.store.message_data(view.handle, batch, structure=plan.structure)
+                issue |= len(data) < len(batch)
+                if cmd.changed_since is not None:
+                    data = [r for r in data if r.modseq > cmd.changed_since]
+                issue |= await _general(s, view, plan, data, seen_set, with_uid)
             await s.flush()
     except UnknownCte:
         return Tagged(cmd.tag, Status.NO, "Unknown Content-Transfer-Encoding", UNKNOWN_CTE)
@@ -92,6 +111,42 @@ async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
         # RFC 9051 §7.1: some of the messages were expunged by another session.
         return Tagged(cmd.tag, Status.NO, "Some messages no longer exist", EXPUNGEISSUED)
     return Tagged(cmd.tag, Status.OK, "FETCH completed")
+
+
+async def _general(s: Session, view: SelectedMailbox, plan: Plan, rows: list[MessageData],
+                   seen_set: set[int], with_uid: bool) -> bool:
+    """FETCH the general way: file bytes and parsed structures as the items need them.
+    True when some message had vanished."""
+    issue = False
+    for part in _by_size(rows) if plan.body else [rows]:
+        raws = (await s.store.read_files(view.handle, part) if plan.body
+                else [None] * len(part))
+        structs = (await s.store.structures(view.handle, part, raws if plan.body else None)
+                   if plan.structure else [None] * len(part))
+        for row, raw, struct in zip(part, raws, structs, strict=True):
+            seq = view.seq_of(row.uid)
+            if seq is None or (plan.body and raw is None) or (
+                    plan.structure and struct is None):
+                issue = True
+                continue
+            if Attr.FLAGS in plan.items and row.flags != view.flags.get(row.uid):
+                view.own_flags([MessageState(row.uid, row.flags, row.modseq)])
+            s.send(render(seq, row, struct, raw, plan, with_uid=with_uid,
+                          flags_changed=row.uid in seen_set, utf8=s.utf8))
+        await s.flush()
+    return issue
+
+
+def _by_size(rows: list[MessageData]) -> list[list[MessageData]]:
+    parts: list[list[MessageData]] = [[]]
+    total = 0
+    for row in rows:
+        if parts[-1] and total + row.size > READ_BUDGET:
+            parts.append([])
+            total = 0
+        parts[-1].append(row)
+        total += row.size
+    return parts
 
 
 async def _vanished(s: Session, view: SelectedMailbox, uidset: SequenceSet,

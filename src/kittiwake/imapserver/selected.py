@@ -39,7 +39,7 @@ class BadSequence(Exception):
 
 class SelectedMailbox:
     __slots__ = (
-        "condstore", "flags", "handle", "keywords", "known_modseq", "modseqs",
+        "condstore", "flags", "gone", "handle", "keywords", "known_modseq", "modseqs",
         "pending_expunges", "pending_fetch", "read_only", "reported_exists", "uidnext",
         "uids",
     )
@@ -58,6 +58,7 @@ class SelectedMailbox:
         self.keywords: set[str] = {f for m in snapshot.messages for f in m.flags
                                    if not f.startswith("\\")}
         self.condstore = False
+        self.gone = False  # this session deleted it: nothing more to learn or report
 
     # ------------------------------------------------------------------ numbering
 

@@ -149,8 +149,11 @@ class Session(asyncio.Protocol):
             self._write_out()
 
     def send_raw(self, data: bytes) -> None:
+        """Octets already in IMAP syntax (untagged data built by the FETCH fast path)."""
         self._out.append(data)
         self._out_size += len(data)
+        if self._out_size >= _CHUNK:
+            self._write_out()
 
     async def flush(self) -> None:
         """Write what is collected; wait while the transport's buffer is full."""
@@ -193,8 +196,9 @@ class Session(asyncio.Protocol):
         """Bring the selected view up to date and send what changed (RFC 9051 §7.5.1).
         Polls the index only when notified, forced, or `poll_interval` has passed."""
         view = self.selected
-        if view is None:
+        if view is None or view.gone:
             return
+        view.condstore = self.condstore
         now = time.monotonic()
         sub = self._sub
         if force or (sub is not None and sub.pending) or (

@@ -138,6 +138,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             END""",
         ),
     ),
+    Migration(
+        3,
+        "IMAP response cache and the indexer's progress (store/indexer.py)",
+        (
+            # ENVELOPE, BODYSTRUCTURE and BODY as IMAP text (the 7-bit form; `ascii` says
+            # the UTF-8 form is identical) and the raw header block, so FETCH of these for
+            # a whole mailbox reads neither files nor JSON.  Derived from the immutable file,
+            # filled after delivery by the background indexer.
+            """CREATE TABLE imap_cache (
+                mailbox_id    INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+                uid           INTEGER NOT NULL,
+                envelope      TEXT NOT NULL,
+                bodystructure TEXT NOT NULL,
+                body          TEXT NOT NULL,
+                ascii         INTEGER NOT NULL,
+                header        BLOB NOT NULL,
+                PRIMARY KEY (mailbox_id, uid)
+            ) WITHOUT ROWID""",
+            """CREATE TRIGGER messages_uncache AFTER DELETE ON messages
+            BEGIN
+                DELETE FROM imap_cache WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
+            END""",
+            # UIDs only grow, so "indexed every message up to this UID" is the whole state.
+            """CREATE TABLE index_state (
+                mailbox_id  INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,
+                indexed_uid INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
 
 

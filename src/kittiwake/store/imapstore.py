@@ -14,7 +14,8 @@ message each: the check and the delivery are separate steps, as in Dovecot.
 
 Walk-in: a SELECT or STATUS first reconciles the mailbox with its Maildir when its new/ or
 cur/ directory changed since the last look (mtime), so files copied in by another program
-get UIDs without a restart, at the cost of two stat() calls when nothing changed.
+get UIDs without a restart, at the cost of two stat() calls when nothing changed; the files
+are not read then (walkin.py), the indexer parses them in the background.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kittiwake.store import mailboxops, maildir, messageops, search
+from kittiwake.store import fts, mailboxops, maildir, messageops, search
 from kittiwake.store.addresses import account_dir, fold
 from kittiwake.store.errors import NotFound
 from kittiwake.store.imaptypes import (
@@ -47,9 +48,10 @@ from kittiwake.store.imaptypes import (
     StoreMode,
 )
 from kittiwake.store.index import MailboxRef
+from kittiwake.store.indexer import Indexer
 from kittiwake.store.models import DeliveredMessage
 from kittiwake.store.notify import ChangeNotifier, Subscription
-from kittiwake.store.rescan import reconcile
+from kittiwake.store.walkin import quick_reconcile
 
 if TYPE_CHECKING:
     from kittiwake.store.mailstore import MailStore
@@ -59,7 +61,7 @@ T = TypeVar("T")
 
 #: A directory whose mtime is this recent may still change within the same timestamp
 #: tick, so its mtime is not trusted to mean "nothing new" next time.
-_MTIME_SETTLE_NS = 2_000_000_000
+_MTIME_SETTLE_NS = 100_000_000
 
 
 def structure_version_ok(struct: object) -> bool:
@@ -73,7 +75,20 @@ class ImapStore:
         self._store = store
         self.notifier = ChangeNotifier()
         self._names = messageops.CopyNames(store.settings.hostname)
-        self._seen_mtimes: dict[int, tuple[int, int]] = {}
+        self._seen_mtimes: dict[int, tuple[tuple[int, int], int]] = {}  # mtimes, walked at
+        self.indexer = Indexer(self)
+        self._background: set[asyncio.Task[None]] = set()
+
+    def start_indexer(self) -> None:
+        """Start filling the response cache and full-text index in the background (the
+        IMAP server does, at start); idempotent."""
+        self.indexer.start()
+
+    async def stop_indexer(self) -> None:
+        await self.indexer.stop()
+
+    def kick_indexer(self) -> None:
+        self.indexer.kick()
 
     @property
     def _mail_root(self) -> Path:
@@ -97,8 +112,10 @@ class ImapStore:
         return await self._store._read(fn)
 
     def delivered(self, messages: Iterable[DeliveredMessage]) -> None:
-        """Called by MailStore after deliveries: wake the recipients' sessions."""
+        """Called by MailStore after deliveries: wake the recipients' sessions and the
+        indexer."""
         self.notifier.publish(m.account for m in messages)
+        self.indexer.kick()
 
     def subscribe(self, account: str) -> Subscription:
         return self.notifier.subscribe(fold(account))
@@ -159,18 +176,24 @@ class ImapStore:
     # ------------------------------------------------------------------ walk-in
 
     def _dir_mtimes(self, handle: MailboxHandle) -> tuple[int, int] | None:
-        folder = self._folder(handle)
+        folder = maildir.folder_dir(account_dir(self._mail_root, handle.account), handle.name)
         try:
             return (os.stat(folder / "new").st_mtime_ns, os.stat(folder / "cur").st_mtime_ns)
         except FileNotFoundError:
             return None
 
+    def _clean(self, handle: MailboxHandle, mtimes: tuple[int, int] | None) -> bool:
+        """True when a walk made after the last change of these mtimes saw everything."""
+        seen = self._seen_mtimes.get(handle.id)
+        return (mtimes is not None and seen is not None and seen[0] == mtimes
+                and seen[1] - max(mtimes) > _MTIME_SETTLE_NS)
+
     async def rescan_if_changed(self, handle: MailboxHandle) -> None:
-        mtimes = await asyncio.to_thread(self._dir_mtimes, handle)
-        if mtimes is None or self._seen_mtimes.get(handle.id) == mtimes:
+        mtimes = self._dir_mtimes(handle)
+        if mtimes is None or self._clean(handle, mtimes):
             return
         mail_root = self._mail_root
-        parser = self._store._parser
+        walked_at = time.time_ns()
 
         def run(conn: sqlite3.Connection, in_flight: Callable[[], frozenset[str]]) -> None:
             row = conn.execute(
@@ -179,15 +202,31 @@ class ImapStore:
             if row is None:
                 return
             ref = MailboxRef(*row)
-            result = reconcile(conn, ref, ref.folder(mail_root), parser, in_flight)
+            result = quick_reconcile(conn, ref, ref.folder(mail_root), in_flight)
             if result.added or result.removed or result.reflagged:
                 self.notifier.publish([ref.account])
+                if result.added:
+                    self.kick_indexer()
 
         await self._store._call(run)
-        if time.time_ns() - max(mtimes) > _MTIME_SETTLE_NS:
-            self._seen_mtimes[handle.id] = mtimes
-        else:
-            self._seen_mtimes.pop(handle.id, None)
+        self._seen_mtimes[handle.id] = (mtimes, walked_at)
+
+    async def _own(self, handles: Sequence[MailboxHandle], op: Awaitable[T]) -> T:
+        """Run one of our own changes to these mailboxes' folders.  A folder that was in
+        step with the index before stays so afterwards (its new mtime is recorded), so the
+        next SELECT does not walk it again for a change we made ourselves.  Another
+        program writing at the same moment is missed until the folder changes again —
+        the same window Dovecot's Maildir "dirty sync" has."""
+        clean = [h for h in handles if self._clean(h, self._dir_mtimes(h))]
+        try:
+            return await op
+        finally:
+            now = time.time_ns()
+            for h in clean:
+                after = self._dir_mtimes(h)
+                if after is not None:
+                    # Recorded as walked "now", settled once the tick has passed.
+                    self._seen_mtimes[h.id] = (after, max(now, max(after) + _MTIME_SETTLE_NS + 1))
 
     # ------------------------------------------------------------------ selected state
 
@@ -215,19 +254,49 @@ class ImapStore:
 
     async def search(self, handle: MailboxHandle, messages: Sequence[MessageData],
                      queries: Sequence[search.TextQuery]) -> list[set[int]]:
-        """UIDs among `messages` matching each content query (see search.py)."""
+        """UIDs among `messages` matching each content query (see search.py): from the
+        full-text index for the messages it covers, by reading the rest."""
         if not queries or not messages:
             return [set() for _ in queries]
-        folder = self._folder(handle)
-        return await self._read(lambda _conn: search.scan(folder, messages, queries))
+        root = self._mail_root
 
-    def _folder(self, handle: MailboxHandle) -> Path:
-        return maildir.folder_dir(account_dir(self._mail_root, handle.account), handle.name)
+        def run(conn: sqlite3.Connection) -> list[set[int]]:
+            folder = messageops.folder_of(conn, root, handle.id)
+            indexed_ids = [i for i, q in enumerate(queries) if fts.usable(q)]
+            if not indexed_ids or not fts.available(conn) or fts.rowid(
+                    handle.uidvalidity, 1) is None:
+                return search.scan(folder, messages, queries)
+            indexed = messageops.cached_uids(conn, handle.id, [m.uid for m in messages])
+            rest = [m for m in messages if m.uid not in indexed]
+            out: list[set[int]] = [set() for _ in queries]
+            scanned = search.scan(folder, rest, [queries[i] for i in indexed_ids])
+            for i, extra in zip(indexed_ids, scanned, strict=True):
+                out[i] = (fts.match(conn, handle.uidvalidity, queries[i]) & indexed) | extra
+            others = [i for i in range(len(queries)) if i not in indexed_ids]
+            if others:
+                for i, found in zip(others, search.scan(folder, messages,
+                                                        [queries[i] for i in others]),
+                                    strict=True):
+                    out[i] = found
+            return out
+
+        return await self._read(run)
+
+    async def fast_rows(self, handle: MailboxHandle, uids: Sequence[int], *, cache: bool,
+                        header: bool) -> list[messageops.FastRow]:
+        return await self._read(lambda conn: messageops.fast_rows(
+            conn, handle.id, uids, cache=cache, header=header))
+
+    async def cached(self, handle: MailboxHandle,
+                     uids: Sequence[int]) -> dict[int, messageops.Cached]:
+        """The indexer's response cache for these messages (those it has reached)."""
+        return await self._read(lambda conn: messageops.cached(conn, handle.id, uids))
 
     async def read_files(self, handle: MailboxHandle,
                          messages: Sequence[MessageData]) -> list[bytes | None]:
-        folder = self._folder(handle)
-        return await self._read(lambda _conn: messageops.read_files(folder, messages))
+        root = self._mail_root
+        return await self._read(lambda conn: messageops.read_files(
+            messageops.folder_of(conn, root, handle.id), messages))
 
     async def structures(self, handle: MailboxHandle, messages: Sequence[MessageData],
                          bodies: Sequence[bytes | None] | None = None) -> list[dict[str, Any] | None]:
@@ -260,33 +329,44 @@ class ImapStore:
 
         await asyncio.to_thread(parse)
         if parsed:
-            await self._write(lambda conn: messageops.save_structures(conn, handle.id, parsed))
+            # Cached for next time without making this FETCH wait for the committer (the
+            # indexer may be keeping it busy): a background write, logged if it fails.
+            task = asyncio.get_running_loop().create_task(self._write(
+                lambda conn: messageops.save_structures(conn, handle.id, parsed)))
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
         return out
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("event=structure_cache_failed", exc_info=task.exception())
 
     # ------------------------------------------------------------------ changes
 
     async def store_flags(self, handle: MailboxHandle, uids: Sequence[int], mode: StoreMode,
                           flags: Iterable[str], unchanged_since: int | None = None) -> FlagResult:
         wanted = tuple(flags)
-        return await self._write(
+        return await self._own([handle], self._write(
             lambda conn: messageops.store_flags(conn, self._mail_root, handle.id, uids, mode,
                                                 wanted, unchanged_since, durable=self._durable),
-            handle.account)
+            handle.account))
 
     async def expunge(self, handle: MailboxHandle, uids: Sequence[int]) -> list[int]:
-        """Remove messages by UID (the store's shared expunge: files first, then rows; the
-        index records each UID with its modseq for QRESYNC VANISHED)."""
-        removed = await self._store.expunge(handle.account, handle.name, uids)
-        self.notifier.publish([handle.account])
-        return removed
+        """Remove messages by UID (files first, then rows; the index records each UID with
+        its modseq for QRESYNC VANISHED)."""
+        wanted = list(uids)
+        return await self._own([handle], self._write(
+            lambda conn: messageops.expunge(conn, self._mail_root, handle.id, wanted,
+                                            durable=self._durable), handle.account))
 
     async def copy(self, source: MailboxHandle, uids: Sequence[int], dest: MailboxHandle, *,
                    move: bool = False) -> CopyResult:
-        return await self._write(
+        return await self._own([source, dest], self._write(
             lambda conn: messageops.transfer(conn, self._mail_root, source.id, uids, dest,
                                              move=move, names=self._names,
                                              durable=self._durable),
-            source.account, dest.account)
+            source.account, dest.account))
 
     async def append(self, account: str, mailbox: str, content: bytes, *,
                      flags: Iterable[str] = (), internaldate: float | None = None) -> AppendResult:
@@ -294,8 +374,9 @@ class ImapStore:
         handle = await self.mailbox(account, mailbox)
         if not (await self.quota(account)).allows(len(content)):
             raise OverQuota("message would exceed the quota")
-        delivered = await self._store.deliver(account, content, mailbox=handle.name,
-                                              flags=frozenset(flags), internaldate=internaldate)
+        delivered = await self._own([handle], self._store.deliver(
+            account, content, mailbox=handle.name, flags=frozenset(flags),
+            internaldate=internaldate))
         return AppendResult(handle.uidvalidity, delivered.uid)
 
 

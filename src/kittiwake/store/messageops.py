@@ -27,8 +27,9 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kittiwake.store import maildir
 from kittiwake.store.errors import NotFound
@@ -53,6 +54,12 @@ _INFO_FLAGS = maildir.SYSTEM_FLAGS | {"$Forwarded"}
 
 def _flags(text: str) -> frozenset[str]:
     return frozenset(text.split())
+
+
+def folder_of(conn: sqlite3.Connection, mail_root: Path, mailbox_id: int) -> Path:
+    """The mailbox's folder as named *now*: a session's handle keeps its id across a
+    RENAME by another session, never a stale path."""
+    return _ref(conn, mailbox_id).folder(mail_root)
 
 
 def _ref(conn: sqlite3.Connection, mailbox_id: int) -> MailboxRef:
@@ -176,6 +183,77 @@ def message_data(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int],
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """The indexer's IMAP text for one message (see db.py migration 3)."""
+
+    envelope: str
+    bodystructure: str
+    body: str
+    ascii: bool
+    header: bytes
+
+
+class FastRow(NamedTuple):
+    """A message as FETCH's fast path needs it: index columns and, when asked for, the
+    indexer's cache (None where the indexer has not been yet)."""
+
+    uid: int
+    flags: str  # as stored: canonical order
+    internaldate: float
+    size: int
+    modseq: int
+    envelope: str | None
+    bodystructure: str | None
+    body: str | None
+    ascii: int | None
+    header: bytes | None
+
+
+def fast_rows(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int], *,
+              cache: bool, header: bool) -> list[FastRow]:
+    """One query for a whole FETCH batch; a big set is read as its UID range."""
+    if not uids:
+        return []
+    wanted = sorted(set(uids))
+    cols = ("c.envelope, c.bodystructure, c.body, c.ascii, "
+            + ("c.header" if header else "NULL")) if cache else "NULL, NULL, NULL, NULL, NULL"
+    join = (" LEFT JOIN imap_cache c ON c.mailbox_id = m.mailbox_id AND c.uid = m.uid"
+            if cache else "")
+    rows = conn.execute(
+        f"SELECT m.uid, m.flags, m.internaldate, m.size, m.modseq, {cols} FROM messages m"
+        f"{join} WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
+        (mailbox_id, wanted[0], wanted[-1]))
+    make = FastRow._make
+    if len(wanted) == wanted[-1] - wanted[0] + 1:
+        return [make(r) for r in rows]
+    keep = set(wanted)
+    return [make(r) for r in rows if r[0] in keep]
+
+
+def cached(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]) -> dict[int, Cached]:
+    if not uids:
+        return {}
+    wanted = sorted(set(uids))
+    rows = conn.execute(
+        "SELECT uid, envelope, bodystructure, body, ascii, header FROM imap_cache"
+        " WHERE mailbox_id = ? AND uid BETWEEN ? AND ?", (mailbox_id, wanted[0], wanted[-1]))
+    keep = set(wanted)
+    return {uid: Cached(env, bs, body, bool(a), bytes(h))
+            for uid, env, bs, body, a, h in rows if uid in keep}
+
+
+def cached_uids(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]) -> set[int]:
+    """Which of these messages the indexer has done (they are in the full-text index)."""
+    if not uids:
+        return set()
+    lo, hi = min(uids), max(uids)
+    keep = set(uids)
+    return {r[0] for r in conn.execute(
+        "SELECT uid FROM imap_cache WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
+        (mailbox_id, lo, hi)) if r[0] in keep}
+
+
 def read_files(folder: Path, messages: Sequence[MessageData]) -> list[bytes | None]:
     """The bytes of each message's file, None where it has vanished (expunged by another
     session, or removed behind our back; the caller reports that, RFC 9051 §7.5.1)."""
@@ -292,6 +370,54 @@ def store_flags(
         tuple(MessageState(uid, new, new_modseq) for uid, _, _, new in changed),
         tuple(unchanged), tuple(modified), highest,
     )
+
+
+# ---------------------------------------------------------------------------- EXPUNGE
+
+
+def expunge(
+    conn: sqlite3.Connection, mail_root: Path, mailbox_id: int, uids: Sequence[int], *,
+    durable: bool,
+) -> list[int]:
+    """Remove messages by UID; return the UIDs removed.  The same discipline as the POP3
+    expunge (pop3ops.py) — files unlinked and directories fsynced before the rows go, the
+    whole under the write lock — but by mailbox id, so a session whose mailbox was renamed
+    meanwhile can never remove messages from another mailbox that took the old name."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        ref = _ref(conn, mailbox_id)
+        rows = _select_uids(conn, "uid, filename, flags, size", mailbox_id, uids)
+        if not rows:
+            conn.execute("ROLLBACK")
+            return []
+        folder = ref.folder(mail_root)
+        dirs: set[Path] = set()
+        for _uid, name, text, _size in rows:
+            path = maildir.locate(folder, name, _flags(text))
+            if path is None:
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            dirs.add(path.parent)
+        if durable:
+            for d in dirs:
+                maildir.fsync_dir(d)
+        removed = [r[0] for r in rows]
+        # The messages_expunged trigger records each UID with highestmodseq + 1 ...
+        conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
+                         [(mailbox_id, uid) for uid in removed])
+        # ... which this makes the mailbox's HIGHESTMODSEQ (RFC 7162 §3.2.10).
+        conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?",
+                     (mailbox_id,))
+        conn.execute("UPDATE accounts SET used_bytes = MAX(0, used_bytes - ?) WHERE id = ?",
+                     (sum(r[3] for r in rows), ref.account_id))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return removed
 
 
 # ---------------------------------------------------------------------------- COPY / MOVE

@@ -1,0 +1,114 @@
+"""The fast path of FETCH: items answered from one index query per batch, rendered straight
+to bytes (RFC 9051 §7.5.2 syntax, the same octets `fetching.render` produces).
+
+FETCH 1:* (FLAGS), (ENVELOPE BODYSTRUCTURE) and (BODY.PEEK[HEADER.FIELDS (...)]) over a
+whole mailbox are what clients send when they open one, so they decide how fast a
+mailbox "opens".  Here they cost one SQL query (messages joined with the indexer's
+`imap_cache`) and a few bytes operations per message: flags come as the index stores them
+(already in canonical order), structures pre-formatted, header fields cut from the cached
+header block.  Anything else, or a message the indexer has not reached, goes the general
+way (fetching.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from kittiwake.imap.builders import format_internaldate
+from kittiwake.imap.types import Attr, BodySection, FetchItem
+from kittiwake.imapserver.fetching import _header_fields
+from kittiwake.store.messageops import FastRow
+
+Part = Callable[[FastRow], bytes]
+
+_SIMPLE = frozenset({Attr.FLAGS, Attr.UID, Attr.INTERNALDATE, Attr.RFC822_SIZE, Attr.MODSEQ})
+_CACHED = frozenset({Attr.ENVELOPE, Attr.BODY, Attr.BODYSTRUCTURE, Attr.RFC822_HEADER})
+_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+
+
+def eligible(items: Sequence[FetchItem]) -> bool:
+    return all(i in _SIMPLE or i in _CACHED or (
+        isinstance(i, BodySection) and not i.section.part and i.section.text in _HEADER_TEXTS)
+        for i in items)
+
+
+def needs_cache(items: Sequence[FetchItem]) -> bool:
+    return any(i not in _SIMPLE for i in items)
+
+
+def needs_header(items: Sequence[FetchItem]) -> bool:
+    return any(i is Attr.RFC822_HEADER or isinstance(i, BodySection) for i in items)
+
+
+def _literal(data: bytes) -> bytes:
+    if b"\x00" in data:  # as fetching._body_data: NUL cannot be in a literal
+        data = data.replace(b"\x00", b"\x80")
+    return b"{%d}\r\n%s" % (len(data), data)
+
+
+def _date(ts: float) -> bytes:
+    return format_internaldate(datetime.fromtimestamp(ts).astimezone()).encode("ascii")
+
+
+def _section(item: BodySection) -> Part:
+    name = item.response_name.encode("ascii") + b" "
+    section = item.section
+    partial = item.partial
+
+    def data(row: FastRow) -> bytes:
+        header = row.header or b""
+        if section.text == "HEADER":
+            out = header
+        else:
+            out = _header_fields(header, section.fields, section.text == "HEADER.FIELDS.NOT")
+        if partial is not None:
+            out = out[partial.origin : partial.origin + partial.length]
+        return name + _literal(out)
+
+    return data
+
+
+def _part(item: FetchItem) -> Part:
+    if item is Attr.FLAGS:
+        return lambda r: b"FLAGS (" + r.flags.encode() + b")"
+    if item is Attr.UID:
+        return lambda r: b"UID %d" % r.uid
+    if item is Attr.INTERNALDATE:
+        return lambda r: b"INTERNALDATE " + _date(r.internaldate)
+    if item is Attr.RFC822_SIZE:
+        return lambda r: b"RFC822.SIZE %d" % r.size
+    if item is Attr.MODSEQ:
+        return lambda r: b"MODSEQ (%d)" % r.modseq
+    if item is Attr.ENVELOPE:
+        return lambda r: b"ENVELOPE " + (r.envelope or "").encode()
+    if item is Attr.BODYSTRUCTURE:
+        return lambda r: b"BODYSTRUCTURE " + (r.bodystructure or "").encode()
+    if item is Attr.BODY:
+        return lambda r: b"BODY " + (r.body or "").encode()
+    if item is Attr.RFC822_HEADER:
+        return lambda r: b"RFC822.HEADER " + _literal(r.header or b"")
+    assert isinstance(item, BodySection)
+    return _section(item)
+
+
+class Renderer:
+    """Renders FETCH responses for one command's items."""
+
+    def __init__(self, items: Sequence[FetchItem], *, with_uid: bool, modseq: bool) -> None:
+        parts: list[Part] = []
+        if with_uid and Attr.UID not in items:
+            parts.append(_part(Attr.UID))
+        self._flags_part = _part(Attr.FLAGS)
+        self._has_flags = Attr.FLAGS in items
+        self._leading = len(parts)
+        parts += [_part(i) for i in items]
+        if modseq and Attr.MODSEQ not in items:
+            parts.append(_part(Attr.MODSEQ))
+        self._parts = parts
+
+    def render(self, seq: int, row: FastRow, *, flags_changed: bool = False) -> bytes:
+        parts = [p(row) for p in self._parts]
+        if flags_changed and not self._has_flags:
+            parts.insert(self._leading, self._flags_part(row))
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts))
