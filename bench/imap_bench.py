@@ -125,6 +125,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
+        self.per_process: dict[str, int] = {}
         self.stop = False
 
     def tree(self) -> list[int]:
@@ -149,11 +150,16 @@ class Sampler(threading.Thread):
             total = 0
             for p in self.tree():
                 try:
-                    for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1])
+                    status = Path(f"/proc/{p}/status").read_text()
+                    cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")
                 except OSError:
-                    pass
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmRSS:"):
+                        kib = int(line.split()[1])
+                        total += kib
+                        key = cmd.decode(errors="replace")[:60]
+                        self.per_process[key] = max(self.per_process.get(key, 0), kib)
             self.peak = max(self.peak, total)
             time.sleep(0.05)
 
@@ -374,6 +380,8 @@ def run_kittiwake(work: Path, corpus: Path, manifest: dict,
         proc.wait(60)
         sampler.stop = True
     results["peak server memory (MiB, RSS incl. children)"] = f"{sampler.peak / 1024:.0f}"
+    if os.environ.get("BENCH_VERBOSE"):
+        print(sampler.per_process)
     return results
 
 

@@ -132,6 +132,7 @@ def client_settings(config: Config) -> ClientSettings:
     return ClientSettings(
         helo_name=config.hostname, port=d.port, tls=d.tls, connect_timeout=d.connect_timeout,
         smarthost=d.smarthost or None, smarthost_auth=auth,
+        source_address=d.source_address or None,
         max_message_size=config.limits.max_message_size)
 
 

@@ -80,6 +80,7 @@ class DeliveryConfig:
     concurrency: int = 20
     per_domain: int = 5
     connect_timeout: float = 30.0
+    source_address: str = ""  # connect from this local address ("" = the kernel's choice)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,10 @@ class SmtpSession:
         self.opened_at = asyncio.get_running_loop().time()
         try:
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.address, self.port), s.connect_timeout)
+                asyncio.open_connection(
+                    self.address, self.port,
+                    local_addr=(s.source_address, 0) if s.source_address else None),
+                s.connect_timeout)
         except TimeoutError:
             raise SessionError(Reply(451, "4.4.1", f"connect to {self.peer}: timed out")) from None
         except OSError as exc:

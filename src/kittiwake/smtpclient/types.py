@@ -95,6 +95,7 @@ class ClientSettings:
     smarthost: str | None = None
     smarthost_auth: tuple[str, str] | None = field(default=None, repr=False)
     max_message_size: int = 0  # a local limit (0: none); larger messages bounce unsent
+    source_address: str | None = None  # local address to connect from (Postfix smtp_bind_address)
     max_recipients: int = 100  # per transaction: RFC 5321 §4.5.3.1.8 says servers take 100
     max_addresses: int = 10  # IP addresses tried per delivery: bounds the MX walk
     reuse_limit: int = 100  # messages over one connection before it is closed
