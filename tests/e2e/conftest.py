@@ -236,11 +236,12 @@ def make_server(tmp_path: Path) -> Iterator[object]:
     def factory(name: str = "kw", *, host: str = "127.0.0.1", kinds: tuple[str, ...] = ("smtp",),
                 limits: dict[str, object] | None = None, domains: tuple[str, ...] = ("example.test",),
                 users: tuple[str, ...] = ("alice@example.test", "bob@example.test"),
-                start: bool = True, workers: int = 1) -> Server:
+                start: bool = True, workers: int = 1,
+                sections: dict[str, dict[str, object]] | None = None) -> Server:
         root = tmp_path / name
         root.mkdir()
         srv = Server(root=root, host=host, ports={k: free_port(host) for k in kinds})
-        srv.write_config(limits, workers=workers)
+        srv.write_config(limits, workers=workers, sections=sections)
         for d in domains:
             srv.cli("domain", "add", d)
         for u in users:
