@@ -16,8 +16,9 @@ lean client (raw socket, literals skipped, no response parsing beyond framing):
     full bodies, N concurrent sessions, and the servers' peak memory (RSS of the server
     process and its children, sampled every 50 ms).
 
-"warm" for Kittiwake means after its background indexer has caught up (the time that took
-is printed); for Dovecot, the second run.  Runs as root (Dovecot's mail processes use
+After the first SELECT and the cold FETCH, everything is measured in the steady state:
+for Kittiwake once its background indexer has caught up with the walk-in (the time that
+took is printed); "warm" FETCH is for Dovecot its second run.  Runs as root (Dovecot's mail processes use
 the `nobody` user).
 """
 
@@ -98,7 +99,7 @@ class Client:
                 return line, count, head
             if line.startswith(b"* "):
                 count += 1
-                if len(head) < 2000:
+                if len(head) < 2000 or line.startswith(b"* SEARCH"):
                     head += line
 
     def ok(self, text: str) -> tuple[int, bytes]:
@@ -171,11 +172,15 @@ def serve_kittiwake(data: Path, port_file: Path) -> None:
     """Child process: the store and the IMAP server on an ephemeral implicit-TLS port."""
     sys.path.insert(0, str(REPO / "src"))
     import asyncio
+    import logging
 
     from kittiwake.imapserver.server import ImapServer, ImapServerSettings, ListenerSpec
     from kittiwake.inbound import DirectoryCredentials
     from kittiwake.store import Directory, MailStore, StoreSettings
     from kittiwake.tlsconfig import server_context, write_self_signed
+
+    logging.basicConfig(filename=str(data / "server.log"), level=logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s")
 
     async def main() -> None:
         directory = Directory(data / "kittiwake.db")
@@ -197,12 +202,13 @@ def serve_kittiwake(data: Path, port_file: Path) -> None:
         await server.shutdown()
         await store.close()
 
-    try:
-        import uvloop
+    if not os.environ.get("BENCH_NO_UVLOOP"):
+        try:
+            import uvloop
 
-        uvloop.install()
-    except ImportError:
-        pass
+            uvloop.install()
+        except ImportError:
+            pass
     asyncio.run(main())
 
 
@@ -270,6 +276,14 @@ def copy_maildir(corpus: Path, dest: Path, *, link: bool) -> None:
 # ---------------------------------------------------------------------------- the run
 
 
+def _hits(head: bytes) -> int:
+    """Numbers in the `* SEARCH` line (Dovecot sends `* OK Searched n%` lines first)."""
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"* SEARCH"):
+            return len(line.split()) - 2
+    return 0
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     result = fn()
@@ -283,23 +297,25 @@ def operations(port: int, manifest: dict, args: argparse.Namespace,
     c.ok(f'LOGIN "{OWNER}" "{PASSWORD}"')
     t, _ = timed(lambda: c.ok("SELECT INBOX"))
     out["first SELECT (never indexed)"] = f"{t:.3f}"
+    t, _ = timed(lambda: c.ok("FETCH 1:* (ENVELOPE BODYSTRUCTURE)"))
+    out["FETCH 1:* (ENVELOPE BODYSTRUCTURE) cold"] = f"{t:.3f}"
+    # Everything else is measured in the steady state: for Kittiwake once its background
+    # indexer has caught up with the walk-in (the time that took is reported).
+    settle = warm_up()
+    if settle is not None:
+        out["(background indexing finished after)"] = f"{settle:.1f}"
     t, _ = timed(lambda: c.ok("SELECT INBOX"))
     out["SELECT"] = f"{t:.3f}"
     t, res = timed(lambda: c.ok("UID FETCH 1:* (FLAGS)"))
     out["UID FETCH 1:* (FLAGS)"] = f"{t:.3f}"
     count = res[0]  # type: ignore[index]
     t, _ = timed(lambda: c.ok("FETCH 1:* (ENVELOPE BODYSTRUCTURE)"))
-    out["FETCH 1:* (ENVELOPE BODYSTRUCTURE) cold"] = f"{t:.3f}"
-    settle = warm_up()
-    if settle is not None:
-        out["(background indexing finished after)"] = f"{settle:.1f}"
-    t, _ = timed(lambda: c.ok("FETCH 1:* (ENVELOPE BODYSTRUCTURE)"))
     out["FETCH 1:* (ENVELOPE BODYSTRUCTURE) warm"] = f"{t:.3f}"
     t, _ = timed(lambda: c.ok("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"))
     out["FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"] = f"{t:.3f}"
     sender = manifest["search_from"]["search"]
     t, res = timed(lambda: c.cmd(f"UID SEARCH FROM {sender}"))
-    hits = len(res[2].split(b"\r\n")[0].split()) - 2  # type: ignore[index]
+    hits = _hits(res[2])  # type: ignore[index]
     expect = manifest["search_from"]["messages"]
     out["UID SEARCH FROM x"] = f"{t:.3f}" + ("" if hits == expect else f" ({hits}≠{expect}!)")
     total = 0.0
@@ -307,7 +323,7 @@ def operations(port: int, manifest: dict, args: argparse.Namespace,
     for token, info in manifest["planted_tokens"].items():
         t, res = timed(lambda token=token: c.cmd(f"UID SEARCH TEXT {token}"))
         total += t
-        hits = len(res[2].split(b"\r\n")[0].split()) - 2  # type: ignore[index]
+        hits = _hits(res[2])  # type: ignore[index]
         if hits != info["messages"]:
             wrong.append(f"{token}:{hits}≠{info['messages']}")
     n = len(manifest["planted_tokens"])

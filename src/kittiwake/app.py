@@ -22,6 +22,9 @@ from typing import Any
 from kittiwake import tlsconfig
 from kittiwake.config import Config
 from kittiwake.dns import DnsResolver, DnsSettings
+from kittiwake.imap.connection import ConnectionSettings as ImapConnectionSettings
+from kittiwake.imapserver.server import ImapServer, ImapServerSettings
+from kittiwake.imapserver.server import ListenerSpec as ImapListenerSpec
 from kittiwake.inbound import InboundBackend, InboundSettings
 from kittiwake.mailauth import (
     AuthSettings,
@@ -123,6 +126,7 @@ class Running:
     spool: Spool
     runner: QueueRunner | None
     pop3: Pop3Server | None = None
+    imap: ImapServer | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -168,7 +172,7 @@ async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket]
     backend = InboundBackend(
         InboundSettings(hostname=config.hostname, sender_policy=sub.sender_policy,
                         hide_submitter_ip=sub.hide_client_ip, dkim_sign=ma.sign,
-                        arc_seal=ma.arc_seal),
+                        arc_seal=ma.arc_seal, default_quota=config.imap.quota),
         directory, store, authenticator=authenticator, keystore=dkim_keystore(config))
     runner = QueueRunner(
         RunnerSettings(hostname=config.hostname, poll_interval=config.queue.poll_interval,
@@ -186,6 +190,25 @@ async def start(config: Config, *, sockets: dict[tuple[str, int], socket.socket]
     await smtp.start(sockets)
     running = Running(store=store, directory=directory, smtp=smtp, spool=spool,
                       runner=runner if run_queue else None)
+    imap_specs = [ImapListenerSpec(lc.kind, lc.host, lc.port, lc.tls)
+                  for lc in config.listeners if lc.protocol == "imap"]
+    store.imap.set_default_quota(config.imap.quota)
+    if run_queue:  # one indexer per data dir: the first worker runs it, like the queue
+        store.imap.start_indexer()
+    if imap_specs:
+        i = config.imap
+        running.imap = ImapServer(
+            ImapServerSettings(
+                core=ImapConnectionSettings(max_append_size=config.limits.max_message_size),
+                hostname=config.hostname, max_connections=i.max_connections,
+                max_connections_per_ip=i.max_connections_per_ip, autologout=i.autologout,
+                idle_timeout=i.idle_timeout, compress=i.compress,
+                tls_handshake_timeout=config.limits.tls_handshake_timeout,
+                auth_max_failures=config.submission.auth_max_failures,
+                auth_lockout=config.submission.auth_lockout),
+            imap_specs, store.imap, backend.credentials_lookup, ssl_context,
+            throttle=smtp.throttle)
+        await running.imap.start(sockets)
     pop3_specs = [Pop3ListenerSpec(lc.kind, lc.host, lc.port, lc.tls)
                   for lc in config.listeners if lc.protocol == "pop3"]
     if pop3_specs:
@@ -210,6 +233,9 @@ async def stop(running: Running) -> None:
     await running.smtp.shutdown()
     if running.pop3 is not None:
         await running.pop3.shutdown()
+    if running.imap is not None:
+        await running.imap.shutdown()
+    await running.store.imap.stop_indexer()
     if running.runner is not None:
         await running.runner.stop()
     running.spool.close()

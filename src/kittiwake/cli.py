@@ -73,6 +73,15 @@ address = "{bind}:587"
 kind = "submissions"
 address = "{bind}:465"
 
+# IMAP with STARTTLS (143) and over implicit TLS (993).
+[[listener]]
+kind = "imap"
+address = "{bind}:143"
+
+[[listener]]
+kind = "imaps"
+address = "{bind}:993"
+
 # POP3 with STLS (110) and over implicit TLS (995).
 [[listener]]
 kind = "pop3"

@@ -19,6 +19,8 @@ LISTENER_KINDS = {
     "smtp": ("smtp", "starttls"),
     "submission": ("submission", "starttls"),
     "submissions": ("submission", "implicit"),
+    "imap": ("imap", "starttls"),
+    "imaps": ("imap", "implicit"),
     "pop3": ("pop3", "starttls"),
     "pop3s": ("pop3", "implicit"),
 }
@@ -28,6 +30,8 @@ DEV_LISTENERS = (
     ("smtp", "127.0.0.1", 2525),
     ("submission", "127.0.0.1", 2587),
     ("submissions", "127.0.0.1", 2465),
+    ("imap", "127.0.0.1", 2143),
+    ("imaps", "127.0.0.1", 2993),
     ("pop3", "127.0.0.1", 2110),
     ("pop3s", "127.0.0.1", 2995),
 )
@@ -125,6 +129,16 @@ class MailauthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapConfig:
+    max_connections: int = 5000
+    max_connections_per_ip: int = 50
+    autologout: float = 1800.0  # RFC 9051 §5.4: at least 30 minutes
+    idle_timeout: float = 3600.0  # a session in IDLE may stay longer than autologout
+    compress: bool = True  # offer COMPRESS=DEFLATE (RFC 4978)
+    quota: int = 0  # bytes per account (0 = none): APPEND [OVERQUOTA], SMTP 452 4.2.2
+
+
+@dataclass(frozen=True, slots=True)
 class Pop3Config:
     allow_plaintext_auth: bool = False
     idle_timeout: float = 600.0  # RFC 1939 §3: at least 10 minutes
@@ -145,6 +159,7 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    imap: ImapConfig = field(default_factory=ImapConfig)
     mailauth: MailauthConfig = field(default_factory=MailauthConfig)
     log_level: str = "info"
     fsync: bool = True
@@ -158,7 +173,7 @@ class Config:
 
 
 _TOP_KEYS = {"server", "tls", "limits", "listener", "log", "delivery", "queue", "dns",
-             "submission", "pop3", "mailauth"}
+             "submission", "pop3", "mailauth", "imap"}
 _SERVER_KEYS = {"hostname", "data_dir", "fsync", "sync", "workers"}
 _TLS_KEYS = {"cert", "key"}
 _LOG_KEYS = {"level"}
@@ -249,6 +264,13 @@ def _delivery(raw: dict[str, Any]) -> DeliveryConfig:
     return DeliveryConfig(**values)
 
 
+def _imap(raw: dict[str, Any]) -> ImapConfig:
+    values = _section(raw, "imap", ImapConfig)
+    if values["autologout"] < 1800:
+        raise ConfigError("imap.autologout must be at least 1800 (RFC 9051 §5.4)")
+    return ImapConfig(**values)
+
+
 def _pop3(raw: dict[str, Any]) -> Pop3Config:
     values = _section(raw, "pop3", Pop3Config)
     if values["idle_timeout"] < 600:
@@ -325,6 +347,7 @@ def from_dict(raw: dict[str, Any], *, base_dir: Path, source: Path | None = None
         dns=_dns(raw),
         submission=_submission(raw),
         pop3=_pop3(raw),
+        imap=_imap(raw),
         mailauth=MailauthConfig(**_section(raw, "mailauth", MailauthConfig)),
         log_level=level,
         fsync=_typed(server, "fsync", bool, "server.", True),

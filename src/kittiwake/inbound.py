@@ -45,7 +45,7 @@ from kittiwake.smtpclient.types import DeliveryResult
 from kittiwake.smtpserver.backend import Envelope, SessionInfo
 from kittiwake.store.directory import Directory
 from kittiwake.store.mailstore import MailStore
-from kittiwake.store.models import DeliveryRequest, Resolution
+from kittiwake.store.models import Account, DeliveryRequest, Resolution
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class InboundSettings:
     hide_submitter_ip: bool = False
     dkim_sign: bool = True  # submitted mail and our bounces (RFC 6376)
     arc_seal: bool = True  # mail forwarded to external alias targets (RFC 8617)
+    default_quota: int = 0  # bytes per account without its own quota (0 = none)
 
 
 class DirectoryCredentials:
@@ -95,6 +96,7 @@ class DirectoryCache:
         self._max = max_entries
         self._domains: dict[str, tuple[float, bool]] = {}
         self._resolved: dict[str, tuple[float, Resolution]] = {}
+        self._accounts: dict[str, tuple[float, Account]] = {}
 
     def is_local_domain(self, name: str) -> bool:
         now = time.monotonic()
@@ -106,6 +108,19 @@ class DirectoryCache:
         value = self._directory.is_local_domain(name)
         if value:  # only positive answers: a new domain or user works at once
             self._domains[name] = (now + self._ttl, value)
+        return value
+
+    def account(self, address: str) -> Account | None:
+        """Quota and usage; a few seconds stale at most, which a quota can afford."""
+        now = time.monotonic()
+        hit = self._accounts.get(address)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if len(self._accounts) >= self._max:
+            self._accounts.clear()
+        value = self._directory.account(address)
+        if value is not None:
+            self._accounts[address] = (now + self._ttl, value)
         return value
 
     def resolve(self, address: str) -> Resolution:
@@ -173,6 +188,7 @@ class InboundBackend:
             resolution = self.lookup.resolve(_key(recipient))
             if not resolution:
                 raise ReplyError(R.NO_SUCH_USER)
+            self._check_quota(resolution.local, envelope)
             if resolution.remote and self.queue is None:
                 raise ReplyError(R.NO_SUCH_USER)  # no outbound queue in this process
             return
@@ -180,6 +196,19 @@ class InboundBackend:
             raise ReplyError(R.RELAY_DENIED)  # never an open relay
         if self.queue is None:
             raise ReplyError(R.RELAY_DENIED)
+
+    def _check_quota(self, accounts: tuple[str, ...], envelope: Envelope) -> None:
+        """RFC 9208 §4.1 / RFC 3463 X.2.2: a full mailbox is a temporary failure (452), so
+        the sender retries once the owner has made room."""
+        size = envelope.mail_params.get("SIZE")
+        declared = int(size) if size and size.isdigit() else 0
+        for address in accounts:
+            account = self.lookup.account(address)
+            if account is None:
+                continue
+            limit = account.quota_bytes or self.settings.default_quota
+            if limit and account.used_bytes + declared >= limit:
+                raise ReplyError(R.OVER_QUOTA)
 
     async def data(
         self, session: SessionInfo, envelope: Envelope, content: bytes, queue_id: str

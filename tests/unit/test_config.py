@@ -16,6 +16,7 @@ SECTIONS = {
     "limits": config.LimitsConfig, "delivery": config.DeliveryConfig,
     "queue": config.QueueConfig, "dns": config.DnsConfig, "submission": config.SubmissionConfig,
     "pop3": config.Pop3Config, "mailauth": config.MailauthConfig,
+    "imap": config.ImapConfig,
 }
 
 
@@ -43,7 +44,8 @@ def test_development_default_matches_design():
     assert cfg.data_dir == Path("/tmp/kittiwake-data")
     assert {(lc.kind, lc.host, lc.port) for lc in cfg.listeners} >= {
         ("smtp", "127.0.0.1", 2525), ("submission", "127.0.0.1", 2587),
-        ("submissions", "127.0.0.1", 2465), ("pop3", "127.0.0.1", 2110),
+        ("submissions", "127.0.0.1", 2465), ("imap", "127.0.0.1", 2143),
+        ("imaps", "127.0.0.1", 2993), ("pop3", "127.0.0.1", 2110),
         ("pop3s", "127.0.0.1", 2995)}
 
 

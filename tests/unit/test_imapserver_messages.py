@@ -260,13 +260,18 @@ def test_fast_path_answers_equal_the_general_path(tmp_path: Path) -> None:
         await c.login()
         await c.cmd("SELECT INBOX")
         before = await c.cmd("FETCH 1:2 " + items)
+        common = "(BODY.PEEK[HEADER.FIELDS (from SUBJECT Date cc)])"  # imap_header.common
+        before_common = await c.cmd("FETCH 1:2 " + common)
         env.store.imap.start_indexer()
         assert await env.store.imap.indexer.idle(30)
         assert len(await env.store.imap.cached(c.session.selected.handle, [1, 2])) == 2  # type: ignore[union-attr]
         after = await c.cmd("FETCH 1:2 " + items)
+        after_common = await c.cmd("FETCH 1:2 " + common)
         await env.store.imap.stop_indexer()
         strip = re.compile(rb"^a\d+ ", re.MULTILINE)
         assert strip.sub(b"", before) == strip.sub(b"", after)
+        assert strip.sub(b"", before_common) == strip.sub(b"", after_common)
+        assert b"Cc: dave@example.com" in after_common
         assert b"ENVELOPE" in after and b"X-Tag: green" in after
 
     run(tmp_path, go)
@@ -286,3 +291,34 @@ def test_envelope_of_walked_in_messages_is_parsed_on_demand(tmp_path: Path) -> N
         assert b"FLAGS (\\Seen)" in out and b'"MIXED"' in out and b" OK " in out
 
     run(tmp_path, go)
+
+
+HEADERS = [
+    b"From: a@b\r\nSubject: one\r\n two\r\nX-Tag: 1\r\nfrom : again\r\n\r\nbody",
+    b"Subject: lf only\nX-A: 1\n\tcontinued\nDate: x\n\nbody\n",
+    b"garbage line\r\nSubject: after garbage\r\n continued\r\nTo:\r\n\r\n",
+    b"Subject: no blank line at all",
+    b"\r\nSubject: not a header: body starts at once\r\n",
+    b"X-Weird-Name!#: v\r\nSUBJECT:caps\r\n\r\n",
+]
+
+
+def reference_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
+    """The definition: kittiwake.message.headers' field scanner."""
+    from kittiwake.message.headers import iter_field_spans
+
+    wanted = {n.lower() for n in names}
+    kept = [header[s:e] for name, s, e in iter_field_spans(header)
+            if (name in wanted) != exclude]
+    return b"".join(kept) + b"\r\n"
+
+
+def test_header_fields_filter_matches_the_field_scanner() -> None:
+    from kittiwake.imapserver.fetching import _header_fields
+
+    for header in HEADERS:
+        for names in (("Subject",), ("from", "X-TAG"), ("date", "x-a"), ("To",),
+                      ("X-Weird-Name!#",), ("Nope",)):
+            for exclude in (False, True):
+                assert _header_fields(header, names, exclude) == reference_fields(
+                    header, names, exclude), (header, names, exclude)

@@ -17,8 +17,7 @@ from kittiwake.store.imaptypes import Changes, MailboxHandle, MessageState, Snap
 
 
 def view(uids: list[int], uidnext: int = 10) -> SelectedMailbox:
-    snap = Snapshot(MailboxHandle(1, "a@b", "INBOX", 7), uidnext, 5,
-                    tuple(MessageState(u, frozenset(), 1) for u in uids))
+    snap = Snapshot(MailboxHandle(1, "a@b", "INBOX", 7), uidnext, 5, list(uids), frozenset())
     return SelectedMailbox(snap, read_only=False)
 
 
@@ -56,6 +55,12 @@ def test_own_store_is_not_echoed_by_the_next_poll() -> None:
     v.own_flags([MessageState(1, frozenset({"\\Seen"}), 6)])
     v.apply(Changes(6, 10, (MessageState(1, frozenset({"\\Seen"}), 6),), ()))
     assert v.flush(expunges_allowed=True, qresync=False, with_uid=False) == []
+    # A later change by someone else is reported.
+    v.apply(Changes(7, 10, (MessageState(1, frozenset({"\\Seen", "$X"}), 7),), ()))
+    assert [d.payload for d in v.flush(expunges_allowed=True, qresync=False,
+                                       with_uid=False)] == [
+        b"FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $X)",
+        b"1 FETCH (FLAGS (\\Seen $X))"]
 
 
 # ---------------------------------------------------------------------------- sessions
@@ -239,5 +244,46 @@ def test_deleting_the_selected_mailbox_elsewhere_ends_the_session(tmp_path: Path
         await a.cmd("DELETE Temp")
         b.feed(b"x NOOP\r\n")
         await b.read_until(rb"^\* BYE [^\r\n]*\r\n")
+
+    run(tmp_path, go)
+
+
+def test_renamed_selected_mailbox_keeps_working_by_id(tmp_path: Path) -> None:
+    """A session's mailbox renamed by another session, and a new mailbox created under the
+    old name: the session's EXPUNGE must touch its own messages only."""
+
+    async def go(env: Env) -> None:
+        a, b = await env.connect(), await env.connect()
+        for c in (a, b):
+            await c.login()
+        await a.cmd("CREATE Old")
+        for n in (1, 2):
+            await env.deliver(message(n), mailbox="Old")
+        await b.cmd("SELECT Old")
+        await a.cmd("RENAME Old New")
+        await a.cmd("CREATE Old")
+        await env.deliver(message(9), mailbox="Old")
+        await b.cmd("STORE 1 +FLAGS (\\Deleted)")
+        assert b"* 1 EXPUNGE" in await b.cmd("EXPUNGE")
+        body = await b.cmd("FETCH 1 BODY.PEEK[TEXT]")
+        assert b"Hello world 2" in body  # read from the folder's new name
+        assert b"MESSAGES 1)" in await a.cmd("STATUS New (MESSAGES)")
+        assert b"MESSAGES 1)" in await a.cmd("STATUS Old (MESSAGES)")  # untouched
+
+    run(tmp_path, go)
+
+
+def test_deleting_own_selected_mailbox_leaves_a_dead_selection(tmp_path: Path) -> None:
+    async def go(env: Env) -> None:
+        c = await env.connect()
+        await c.login()
+        await c.cmd("CREATE Temp")
+        await env.deliver(message(1), mailbox="Temp")
+        await c.cmd("SELECT Temp")
+        assert b"OK" in await c.cmd("DELETE Temp")
+        assert b" NO " in await c.cmd("FETCH 1 BODY.PEEK[]")
+        assert b"OK" in await c.cmd("NOOP")
+        assert b"OK" in await c.cmd("UNSELECT")
+        assert b"* 0 EXISTS" in await c.cmd("SELECT INBOX")
 
     run(tmp_path, go)

@@ -120,8 +120,11 @@ async def login(s: Session, cmd: c.Login) -> Tagged:
     account = _account(cmd.username)
     if _throttled(s, account):
         return Tagged(cmd.tag, Status.NO, "Too many failures, try later", UNAVAILABLE)
-    ok_ = account is not None and await asyncio.to_thread(
-        s.server.credentials.verify_password, account, cmd.password)
+    ok_ = False
+    if account is not None:
+        async with s.server.auth_slots:
+            ok_ = await asyncio.to_thread(s.server.credentials.verify_password, account,
+                                          cmd.password)
     if not ok_ or account is None:
         return await _failed(s, cmd, account, "bad password or user")
     return _success(s, cmd, account)
@@ -141,7 +144,8 @@ async def authenticate(s: Session, cmd: c.Authenticate) -> Tagged | None:
         return Tagged(cmd.tag, Status.NO, "Unsupported mechanism", CANNOT)
     data = cmd.initial_response
     while True:
-        step = await asyncio.to_thread(mech.step, data)
+        async with s.server.auth_slots:
+            step = await asyncio.to_thread(mech.step, data)
         if isinstance(step, sasl.Failure):
             return await _failed(s, cmd, _account(step.username or "") if step.username
                                  else None, step.reason)

@@ -17,8 +17,20 @@ from datetime import datetime
 
 from kittiwake.imap.builders import format_internaldate
 from kittiwake.imap.types import Attr, BodySection, FetchItem
-from kittiwake.imapserver.fetching import _header_fields
-from kittiwake.store.messageops import FastRow
+from kittiwake.store.imapcache import (
+    BODY,
+    BODYSTRUCTURE,
+    ENVELOPE,
+    FLAGS,
+    HEADER,
+    INTERNALDATE,
+    MODSEQ,
+    SIZE,
+    UID,
+    FastRow,
+    within_common,
+)
+from kittiwake.store.imapcache import header_fields as _header_fields
 
 Part = Callable[[FastRow], bytes]
 
@@ -33,12 +45,25 @@ def eligible(items: Sequence[FetchItem]) -> bool:
         for i in items)
 
 
-def needs_cache(items: Sequence[FetchItem]) -> bool:
-    return any(i not in _SIMPLE for i in items)
+def needs_structures(items: Sequence[FetchItem]) -> bool:
+    return any(i in (Attr.ENVELOPE, Attr.BODY, Attr.BODYSTRUCTURE) for i in items)
 
 
-def needs_header(items: Sequence[FetchItem]) -> bool:
-    return any(i is Attr.RFC822_HEADER or isinstance(i, BodySection) for i in items)
+def needs_index(items: Sequence[FetchItem]) -> bool:
+    """Whether an index column (flags, date, size, modseq) is asked for; UID is not one."""
+    return any(i in _SIMPLE and i is not Attr.UID for i in items)
+
+
+def header_column(items: Sequence[FetchItem]) -> str | None:
+    """Which cached header the items need: none, the common fields' lines (when every
+    header item is HEADER.FIELDS within them), or the whole header."""
+    wanted = [i for i in items if i is Attr.RFC822_HEADER or isinstance(i, BodySection)]
+    if not wanted:
+        return None
+    if all(isinstance(i, BodySection) and i.section.text == "HEADER.FIELDS"
+           and within_common(i.section.fields) for i in wanted):
+        return "common"
+    return "header"
 
 
 def _literal(data: bytes) -> bytes:
@@ -57,11 +82,12 @@ def _section(item: BodySection) -> Part:
     partial = item.partial
 
     def data(row: FastRow) -> bytes:
-        header = row.header or b""
+        header = row[HEADER] or b""
         if section.text == "HEADER":
             out = header
         else:
-            out = _header_fields(header, section.fields, section.text == "HEADER.FIELDS.NOT")
+            out = _header_fields(header, section.fields, section.text == "HEADER.FIELDS.NOT",
+                                 bounded=True)
         if partial is not None:
             out = out[partial.origin : partial.origin + partial.length]
         return name + _literal(out)
@@ -71,23 +97,23 @@ def _section(item: BodySection) -> Part:
 
 def _part(item: FetchItem) -> Part:
     if item is Attr.FLAGS:
-        return lambda r: b"FLAGS (" + r.flags.encode() + b")"
+        return lambda r: b"FLAGS (" + r[FLAGS].encode() + b")"
     if item is Attr.UID:
-        return lambda r: b"UID %d" % r.uid
+        return lambda r: b"UID %d" % r[UID]
     if item is Attr.INTERNALDATE:
-        return lambda r: b"INTERNALDATE " + _date(r.internaldate)
+        return lambda r: b"INTERNALDATE " + _date(r[INTERNALDATE])
     if item is Attr.RFC822_SIZE:
-        return lambda r: b"RFC822.SIZE %d" % r.size
+        return lambda r: b"RFC822.SIZE %d" % r[SIZE]
     if item is Attr.MODSEQ:
-        return lambda r: b"MODSEQ (%d)" % r.modseq
+        return lambda r: b"MODSEQ (%d)" % r[MODSEQ]
     if item is Attr.ENVELOPE:
-        return lambda r: b"ENVELOPE " + (r.envelope or "").encode()
+        return lambda r: b"ENVELOPE " + (r[ENVELOPE] or b"")
     if item is Attr.BODYSTRUCTURE:
-        return lambda r: b"BODYSTRUCTURE " + (r.bodystructure or "").encode()
+        return lambda r: b"BODYSTRUCTURE " + (r[BODYSTRUCTURE] or b"")
     if item is Attr.BODY:
-        return lambda r: b"BODY " + (r.body or "").encode()
+        return lambda r: b"BODY " + (r[BODY] or b"")
     if item is Attr.RFC822_HEADER:
-        return lambda r: b"RFC822.HEADER " + _literal(r.header or b"")
+        return lambda r: b"RFC822.HEADER " + _literal(r[HEADER] or b"")
     assert isinstance(item, BodySection)
     return _section(item)
 
@@ -106,8 +132,12 @@ class Renderer:
         if modseq and Attr.MODSEQ not in items:
             parts.append(_part(Attr.MODSEQ))
         self._parts = parts
+        self._uid_flags = list(items) in ([Attr.FLAGS], [Attr.UID, Attr.FLAGS]) and with_uid and (
+            not modseq)
 
     def render(self, seq: int, row: FastRow, *, flags_changed: bool = False) -> bytes:
+        if self._uid_flags and not flags_changed:  # UID FETCH n:m (FLAGS): the hot one
+            return b"* %d FETCH (UID %d FLAGS (%s))\r\n" % (seq, row[UID], row[FLAGS].encode())
         parts = [p(row) for p in self._parts]
         if flags_changed and not self._has_flags:
             parts.insert(self._leading, self._flags_part(row))

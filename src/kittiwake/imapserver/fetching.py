@@ -28,8 +28,8 @@ from kittiwake.imap.types import (
 )
 from kittiwake.imapserver.selected import ordered
 from kittiwake.message.bodystructure import format_body, format_bodystructure, format_envelope
-from kittiwake.message.headers import iter_field_spans
 from kittiwake.message.structure import binary_size, find_part, section_span
+from kittiwake.store.imapcache import header_fields as _header_fields
 from kittiwake.store.imaptypes import MessageData
 
 _STRUCTURE_ATTRS = frozenset({Attr.ENVELOPE, Attr.BODY, Attr.BODYSTRUCTURE})
@@ -82,14 +82,6 @@ def _needs_struct(item: FetchItem) -> bool:
 
 def internaldate(ts: float) -> datetime:
     return datetime.fromtimestamp(ts).astimezone()
-
-
-def _header_fields(header: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
-    """HEADER.FIELDS (NOT): the matching fields, as sent, then the empty line that ends
-    a header (RFC 9051 §6.4.5: the subset is itself a header)."""
-    wanted = {n.lower() for n in names}
-    kept = [header[s:e] for name, s, e in iter_field_spans(header) if (name in wanted) != exclude]
-    return b"".join(kept) + b"\r\n"
 
 
 def section_data(raw: bytes, struct: dict[str, Any] | None, section: Section) -> bytes | None:

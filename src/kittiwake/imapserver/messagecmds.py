@@ -30,8 +30,9 @@ from kittiwake.imap.types import Attr, SequenceSet
 from kittiwake.imapserver import fastfetch, searching
 from kittiwake.imapserver.fetching import Plan, UnknownCte, render
 from kittiwake.imapserver.selected import SelectedMailbox, ordered
+from kittiwake.store import imapcache
 from kittiwake.store.errors import NotFound
-from kittiwake.store.imaptypes import MessageData, MessageState, StoreMode
+from kittiwake.store.imaptypes import MessageData, StoreMode
 
 if TYPE_CHECKING:
     from kittiwake.imapserver.session import Session
@@ -60,16 +61,17 @@ async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
     if cmd.vanished and cmd.changed_since is not None:
         await _vanished(s, view, cmd.sequence_set, cmd.changed_since)
     seen_set: set[int] = set()
-    if plan.sets_seen and not view.read_only:
-        unseen = [u for u in uids if "\\Seen" not in view.flags.get(u, frozenset())]
-        if unseen:
-            result = await s.store.store_flags(view.handle, unseen, StoreMode.ADD, ["\\Seen"])
-            view.own_flags(result.changed)
-            seen_set = {m.uid for m in result.changed}
+    if plan.sets_seen and not view.read_only and uids:
+        # One STORE for the batch; messages already \Seen are left as they are.
+        result = await s.store.store_flags(view.handle, uids, StoreMode.ADD, ["\\Seen"])
+        view.own_flags(result.changed)
+        seen_set = {m.uid for m in result.changed}
     issue = False
     with_uid = cmd.uid or s.qresync
     fast = fastfetch.eligible(cmd.items)
-    cache = fastfetch.needs_cache(cmd.items)
+    structures = fastfetch.needs_structures(cmd.items)
+    header = fastfetch.header_column(cmd.items)
+    index = fastfetch.needs_index(cmd.items) or plan.modseq or bool(seen_set)
     renderer = (fastfetch.Renderer(cmd.items, with_uid=with_uid, modseq=plan.modseq)
                 if fast else None)
     try:
@@ -77,21 +79,24 @@ async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
         for start in range(0, len(uids), step):
             batch = uids[start : start + step]
             if renderer is not None:
-                rows = await s.store.fast_rows(view.handle, batch, cache=cache,
-                                               header=fastfetch.needs_header(cmd.items))
+                rows = await s.store.fast_rows(view.handle, batch, structures=structures,
+                                               header=header, index=index)
                 issue |= len(rows) < len(batch)
                 if cmd.changed_since is not None:
-                    rows = [r for r in rows if r.modseq > cmd.changed_since]
+                    rows = [r for r in rows if r[imapcache.MODSEQ] > cmd.changed_since]
                 out: list[bytes] = []
                 slow: list[int] = []
                 for row in rows:
-                    seq = view.seq_of(row.uid)
+                    uid = row[0]
+                    seq = view.seq_of(uid)
                     if seq is None:
                         issue = True
-                    elif cache and (row.envelope is None or (s.utf8 and not row.ascii)):
-                        slow.append(row.uid)  # not indexed yet, or needs the UTF-8 form
+                    elif ((structures and (row[imapcache.ENVELOPE] is None
+                                           or (s.utf8 and not row[imapcache.ASCII])))
+                          or (header is not None and row[imapcache.HEADER] is None)):
+                        slow.append(uid)  # not indexed yet, or needs the UTF-8 form
                     else:
-                        out.append(renderer.render(seq, row, flags_changed=row.uid in seen_set))
+                        out.append(renderer.render(seq, row, flags_changed=uid in seen_set))
                 s.send_raw(b"".join(out))
                 if slow:
                     more = await s.store.message_data(view.handle, slow, structure=True)
@@ -99,12 +104,20 @@ async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
                         issue |= await _general(s, view, plan, more[part : part + BATCH],
                                                 seen_set, with_uid)
             else:
-                data = await s.store.message_data(view.handle, batch, structure=plan.structure)
+                raws: list[bytes | None] | None = None
+                if plan.body:
+                    data, raws = await s.store.message_files(
+                        view.handle, batch, structure=plan.structure, budget=READ_BUDGET)
+                else:
+                    data = await s.store.message_data(view.handle, batch,
+                                                      structure=plan.structure)
                 issue |= len(data) < len(batch)
                 if cmd.changed_since is not None:
-                    data = [r for r in data if r.modseq > cmd.changed_since]
-                issue |= await _general(s, view, plan, data, seen_set, with_uid)
-            await s.flush()
+                    keep = [i for i, r in enumerate(data) if r.modseq > cmd.changed_since]
+                    data = [data[i] for i in keep]
+                    raws = [raws[i] for i in keep] if raws is not None else None
+                issue |= await _general(s, view, plan, data, seen_set, with_uid, raws)
+            await s.drain()
     except UnknownCte:
         return Tagged(cmd.tag, Status.NO, "Unknown Content-Transfer-Encoding", UNKNOWN_CTE)
     if issue:
@@ -114,13 +127,17 @@ async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
 
 
 async def _general(s: Session, view: SelectedMailbox, plan: Plan, rows: list[MessageData],
-                   seen_set: set[int], with_uid: bool) -> bool:
-    """FETCH the general way: file bytes and parsed structures as the items need them.
-    True when some message had vanished."""
+                   seen_set: set[int], with_uid: bool,
+                   bodies: list[bytes | None] | None = None) -> bool:
+    """FETCH the general way: file bytes and parsed structures as the items need them
+    (`bodies`: already read, for all of `rows`).  True when some message had vanished."""
     issue = False
-    for part in _by_size(rows) if plan.body else [rows]:
-        raws = (await s.store.read_files(view.handle, part) if plan.body
-                else [None] * len(part))
+    for part in _by_size(rows) if plan.body and bodies is None else [rows]:
+        if bodies is not None:
+            raws = bodies
+        else:
+            raws = (await s.store.read_files(view.handle, part) if plan.body
+                    else [None] * len(part))
         structs = (await s.store.structures(view.handle, part, raws if plan.body else None)
                    if plan.structure else [None] * len(part))
         for row, raw, struct in zip(part, raws, structs, strict=True):
@@ -129,11 +146,9 @@ async def _general(s: Session, view: SelectedMailbox, plan: Plan, rows: list[Mes
                     plan.structure and struct is None):
                 issue = True
                 continue
-            if Attr.FLAGS in plan.items and row.flags != view.flags.get(row.uid):
-                view.own_flags([MessageState(row.uid, row.flags, row.modseq)])
             s.send(render(seq, row, struct, raw, plan, with_uid=with_uid,
                           flags_changed=row.uid in seen_set, utf8=s.utf8))
-        await s.flush()
+        await s.drain()
     return issue
 
 

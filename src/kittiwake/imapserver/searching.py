@@ -126,10 +126,33 @@ class _Evaluator:
         return m.uid in self.found.get(id(key), set())
 
 
+def _needs_rows(key: SearchKey) -> bool:
+    """Whether evaluation needs the index rows (else the view's UIDs are enough)."""
+    if isinstance(key, SearchFlag | SearchSize | SearchModSeq):
+        return True
+    if isinstance(key, SearchDate):
+        return key.kind not in _SENT_OPS
+    if isinstance(key, SearchAnd):
+        return any(_needs_rows(k) for k in key.keys)
+    if isinstance(key, SearchOr):
+        return _needs_rows(key.left) or _needs_rows(key.right)
+    if isinstance(key, SearchNot):
+        return _needs_rows(key.key)
+    return False
+
+
 async def search(store: ImapStore, view: SelectedMailbox, criteria: SearchKey,
                  saved: Sequence[int]) -> Result:
-    rows = [r for r in await store.message_data(view.handle, view.uids, structure=False)
-            if r.uid not in view.pending_expunges]
+    live = ([u for u in view.uids if u not in view.pending_expunges]
+            if view.pending_expunges else view.uids)
+    query = _content_query(criteria)
+    if query is not None:  # one content key (UID SEARCH FROM x): no rows, no evaluation
+        (hits,) = await store.search(view.handle, live, [query])
+        return Result(sorted(hits), None)
+    if _needs_rows(criteria):
+        rows = await store.message_data(view.handle, live, structure=False)
+    else:  # UIDs, sequence numbers and content only: no need to read the rows
+        rows = [MessageData(u, frozenset(), 0.0, 0, 0, None, "") for u in live]
     seqs = {uid: n for n, uid in enumerate(view.uids, 1)}
     text_keys: list[SearchKey] = []
     _leaves(criteria, text_keys)
@@ -144,7 +167,7 @@ async def search(store: ImapStore, view: SelectedMailbox, criteria: SearchKey,
                 candidates = [r for r in rows
                               if all(ev.match(k, r, seqs[r.uid]) for k in cheap)]
         queries = [q for k in text_keys if (q := _content_query(k)) is not None]
-        results = await store.search(view.handle, candidates, queries)
+        results = await store.search(view.handle, [r.uid for r in candidates], queries)
         for key, uids in zip(text_keys, results, strict=True):
             found[id(key)] = uids
     matched = [r for r in rows if ev.match(criteria, r, seqs[r.uid])]

@@ -61,9 +61,10 @@ async def select(s: Session, cmd: c.Select | c.Examine) -> Tagged:
     s.send(builders.exists_data(len(view)))
     if not s.conn.rev2:
         s.send(builders.recent_data(0))
-        first = view.first_unseen()
-        if first is not None:
-            s.send(Untagged(Status.OK, "First unseen", unseen(first)))
+        first = await s.store.first_unseen(handle)
+        seq = view.seq_of(first) if first is not None else None
+        if seq is not None:
+            s.send(Untagged(Status.OK, "First unseen", unseen(seq)))
     s.send(Untagged(Status.OK, "UIDs valid", uidvalidity(handle.uidvalidity)))
     s.send(Untagged(Status.OK, "Predicted next UID", uidnext(snapshot.uidnext)))
     s.send(Untagged(Status.OK, "Highest", highestmodseq(snapshot.highestmodseq)))
@@ -92,8 +93,7 @@ async def _qresync(s: Session, view: SelectedMailbox, modseq: int,
         seq = view.seq_of(m.uid)
         if seq is None or m.modseq > view.known_modseq:
             continue  # newer than the snapshot: reported by the next sync
-        fr = builders.FetchResponse(seq).uid(m.uid).flags(ordered(view.flags[m.uid])).modseq(
-            view.modseqs[m.uid])
+        fr = builders.FetchResponse(seq).uid(m.uid).flags(ordered(m.flags)).modseq(m.modseq)
         s.send(fr.to_data())
 
 
@@ -101,9 +101,10 @@ async def close(s: Session, cmd: c.Close) -> Tagged:
     """RFC 9051 §6.4.1: expunge \\Deleted messages silently (unless read-only), deselect."""
     view = s.selected
     assert view is not None
-    if not view.read_only:
-        await s.sync(expunges=False, force=True)  # learn of \Deleted set elsewhere
-        doomed = [u for u in view.uids if "\\Deleted" in view.flags.get(u, ())]
+    if not view.read_only and not view.gone:
+        # The index's flags, not what this session last heard: \Deleted set elsewhere
+        # counts too (RFC 9051 §6.4.1), but only on messages this session knows.
+        doomed = [u for u in await s.store.deleted_uids(view.handle) if u in view]
         if doomed:
             await s.store.expunge(view.handle, doomed)
     s.selected = None
@@ -121,7 +122,7 @@ async def expunge(s: Session, cmd: c.Expunge) -> Tagged:
     if view.read_only:
         return Tagged(cmd.tag, Status.NO, "Mailbox is read-only", READ_ONLY)
     await s.sync(expunges=True, force=True)
-    doomed = [u for u in view.uids if "\\Deleted" in view.flags.get(u, ())]
+    doomed = [u for u in await s.store.deleted_uids(view.handle) if u in view]
     if cmd.uids is not None:  # RFC 4315 §2.1: only those of the set
         wanted = set(view.resolve(cmd.uids, uid=True, saved=s.saved))
         doomed = [u for u in doomed if u in wanted]

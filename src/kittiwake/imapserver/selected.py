@@ -9,8 +9,11 @@ answering FETCH, STORE or SEARCH (their UID forms are fine) and never between co
 Until then the message keeps its number; its data may be gone, which FETCH reports as
 NO [EXPUNGEISSUED].
 
-The view also caches each message's flags and modseq, both to answer from and to tell
-real changes from echoes of this session's own STORE.
+The view keeps UIDs only, not each message's flags: the index is the one place flags are
+read from (so a 100,000-message mailbox costs a session one list of integers).  What is
+new since the view was last brought up to date is everything with a modseq above
+`known_modseq`; changes this session made itself are remembered by the modseq the store
+gave them (`own`), so the next poll does not echo them back to the client.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class BadSequence(Exception):
 
 class SelectedMailbox:
     __slots__ = (
-        "condstore", "flags", "gone", "handle", "keywords", "known_modseq", "modseqs",
+        "_fresh", "condstore", "gone", "handle", "keywords", "known_modseq", "own",
         "pending_expunges", "pending_fetch", "read_only", "reported_exists", "uidnext",
         "uids",
     )
@@ -47,16 +50,15 @@ class SelectedMailbox:
     def __init__(self, snapshot: Snapshot, *, read_only: bool) -> None:
         self.handle: MailboxHandle = snapshot.handle
         self.read_only = read_only
-        self.uids: list[int] = [m.uid for m in snapshot.messages]
-        self.flags: dict[int, frozenset[str]] = {m.uid: m.flags for m in snapshot.messages}
-        self.modseqs: dict[int, int] = {m.uid: m.modseq for m in snapshot.messages}
+        self.uids: list[int] = snapshot.uids
         self.known_modseq = snapshot.highestmodseq
         self.uidnext = snapshot.uidnext
         self.pending_expunges: set[int] = set()
-        self.pending_fetch: set[int] = set()
+        self.pending_fetch: dict[int, MessageState] = {}  # flag changes not yet reported
+        self.own: dict[int, int] = {}  # uid -> modseq of this session's own change
         self.reported_exists = len(self.uids)
-        self.keywords: set[str] = {f for m in snapshot.messages for f in m.flags
-                                   if not f.startswith("\\")}
+        self.keywords: set[str] = set(snapshot.keywords)
+        self._fresh: set[str] = set()  # keywords seen since the last FLAGS response
         self.condstore = False
         self.gone = False  # this session deleted it: nothing more to learn or report
 
@@ -65,23 +67,19 @@ class SelectedMailbox:
     def __len__(self) -> int:
         return len(self.uids)
 
+    def __contains__(self, uid: int) -> bool:
+        return self.seq_of(uid) is not None
+
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
-
-    def first_unseen(self) -> int | None:
-        for n, uid in enumerate(self.uids, 1):
-            if "\\Seen" not in self.flags[uid]:
-                return n
-        return None
 
     def resolve(self, seqset: SequenceSet, *, uid: bool,
                 saved: Sequence[int] | None = None) -> list[int]:
         """The UIDs a sequence set names, ascending.  UID sets may name UIDs that do not
         exist (they are skipped, RFC 9051 §6.4.8); message numbers must exist."""
         if seqset.saved:  # RFC 5182 "$": the last SEARCH RETURN (SAVE) result, as UIDs
-            present = set(self.uids)
-            return [u for u in (saved or ()) if u in present]
+            return [u for u in (saved or ()) if u in self]
         if uid:
             if not self.uids:
                 return []
@@ -107,50 +105,51 @@ class SelectedMailbox:
 
     def apply(self, changes: Changes) -> None:
         """Take in what the index says changed since `known_modseq`."""
-        present = self.flags
         for uid in changes.expunged:
-            if uid in present:
+            if uid in self:
                 self.pending_expunges.add(uid)
+                self.pending_fetch.pop(uid, None)
         new: list[MessageState] = []
+        expunged = set(changes.expunged)
         for m in changes.changed:
-            if m.uid in present:
-                if m.uid in self.pending_expunges:
-                    continue
-                if m.modseq > self.modseqs.get(m.uid, 0) and (
-                        m.flags != present[m.uid] or self.condstore):
-                    self.pending_fetch.add(m.uid)
-                if m.modseq >= self.modseqs.get(m.uid, 0):
-                    present[m.uid] = m.flags
-                    self.modseqs[m.uid] = m.modseq
-            elif m.uid >= self.uidnext and m.uid not in changes.expunged:
-                new.append(m)
-        for m in sorted(new, key=lambda s: s.uid):
+            if m.uid >= self.uidnext:
+                if m.uid not in expunged:
+                    new.append(m)
+            elif m.uid in self and m.uid not in self.pending_expunges:
+                self._note(m.flags)
+                if self.own.get(m.uid) != m.modseq:  # not the echo of our own STORE
+                    self.pending_fetch[m.uid] = m
+        for m in new:
             if self.uids and m.uid <= self.uids[-1]:
                 continue  # cannot happen with monotonic UIDs; never renumber
             self.uids.append(m.uid)
-            present[m.uid] = m.flags
-            self.modseqs[m.uid] = m.modseq
+            self._note(m.flags)
         self.uidnext = max(self.uidnext, changes.uidnext)
         self.known_modseq = max(self.known_modseq, changes.highestmodseq)
+        self.own = {u: ms for u, ms in self.own.items() if ms > self.known_modseq}
 
     def own_flags(self, states: Iterable[MessageState]) -> None:
-        """This session's STORE result: cache it so the change poll does not echo it."""
+        """This session's STORE result: not to be echoed by the next poll."""
         for m in states:
-            if m.uid in self.flags:
-                self.flags[m.uid] = m.flags
-                self.modseqs[m.uid] = m.modseq
-                self.pending_fetch.discard(m.uid)
+            self.own[m.uid] = m.modseq
+            self.pending_fetch.pop(m.uid, None)
+            self._note(m.flags)
 
     def own_expunge(self, uids: Iterable[int]) -> None:
         for uid in uids:
-            if uid in self.flags:
+            if uid in self:
                 self.pending_expunges.add(uid)
+                self.pending_fetch.pop(uid, None)
+
+    def _note(self, flags: frozenset[str]) -> None:
+        for f in flags:
+            if f not in self.keywords and not f.startswith("\\"):
+                self._fresh.add(f)
 
     def new_keywords(self) -> set[str]:
         """Keywords that appeared since the last FLAGS response (RFC 9051 §7.3.5: the
         client must hear of them before it sees them on a message)."""
-        fresh = {f for flags in self.flags.values() for f in flags if not f.startswith("\\")}
-        fresh -= self.keywords
+        fresh, self._fresh = self._fresh - self.keywords, set()
         self.keywords |= fresh
         return fresh
 
@@ -175,10 +174,6 @@ class SelectedMailbox:
                     if seq is not None:
                         out.append(builders.expunge_data(seq))
             self.uids = [u for u in self.uids if u not in gone]
-            for uid in gone:
-                self.flags.pop(uid, None)
-                self.modseqs.pop(uid, None)
-                self.pending_fetch.discard(uid)
             self.pending_expunges = set()
             self.reported_exists = len(self.uids)
         if len(self.uids) != self.reported_exists:
@@ -190,14 +185,15 @@ class SelectedMailbox:
                 seq = self.seq_of(uid)
                 if seq is None or uid in self.pending_expunges:
                     continue
+                m = self.pending_fetch[uid]
                 fr = builders.FetchResponse(seq)
                 if with_uid:
                     fr.uid(uid)
-                fr.flags(ordered(self.flags[uid]))
+                fr.flags(ordered(m.flags))
                 if self.condstore:
-                    fr.modseq(self.modseqs[uid])
+                    fr.modseq(m.modseq)
                 out.append(fr.to_data())
-            self.pending_fetch = set()
+            self.pending_fetch = {}
         return out
 
     def pending(self) -> bool:

@@ -61,6 +61,9 @@ class ImapServerSettings:
     max_errors: int = 20  # protocol errors before the session is closed
     auth_max_failures: int = 10
     auth_lockout: float = 900.0
+    # Password checks at once: argon2id takes ~64 MiB and a core each, so a burst of logins
+    # must queue rather than multiply memory (more in parallel would not be faster).
+    max_concurrent_auth: int = 2
     compress: bool = True  # offer COMPRESS=DEFLATE (RFC 4978)
 
     def __post_init__(self) -> None:
@@ -120,6 +123,7 @@ class ImapServer:
             lockout=settings.auth_lockout,
         )
         self.idlers: set[Session] = set()
+        self.auth_slots = asyncio.Semaphore(max(1, settings.max_concurrent_auth))
         self._per_ip: Counter[str] = Counter()
         self._cids = itertools.count(1)
         self._prefix = f"i{os.getpid() % 1000:03d}"

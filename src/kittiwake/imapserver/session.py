@@ -161,6 +161,15 @@ class Session(asyncio.Protocol):
         if not self._can_write.is_set() and not self._closing:
             await self._can_write.wait()
 
+    async def drain(self) -> None:
+        """Between batches of a long response: wait while the transport's buffer is full;
+        what is collected stays until it reaches a chunk (or the command ends), so a short
+        response goes out with its completion in one write."""
+        if self._out_size >= _CHUNK:
+            self._write_out()
+        if not self._can_write.is_set() and not self._closing:
+            await self._can_write.wait()
+
     async def next_input(self) -> InputEvent:
         """The next DONE / SASL response / error line (IDLE and AUTHENTICATE)."""
         while not self._inbox:

@@ -142,24 +142,44 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "IMAP response cache and the indexer's progress (store/indexer.py)",
         (
-            # ENVELOPE, BODYSTRUCTURE and BODY as IMAP text (the 7-bit form; `ascii` says
-            # the UTF-8 form is identical) and the raw header block, so FETCH of these for
-            # a whole mailbox reads neither files nor JSON.  Derived from the immutable file,
+            # ENVELOPE, BODYSTRUCTURE and BODY as IMAP text, UTF-8 octets (the 7-bit form;
+            # `ascii` says the UTF-8 form is identical), so FETCH of these for a mailbox reads
+            # neither files nor JSON; and, apart so that those rows stay small, the raw
+            # header block for BODY[HEADER.FIELDS ...].  Derived from the immutable file,
             # filled after delivery by the background indexer.
             """CREATE TABLE imap_cache (
                 mailbox_id    INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
                 uid           INTEGER NOT NULL,
-                envelope      TEXT NOT NULL,
-                bodystructure TEXT NOT NULL,
-                body          TEXT NOT NULL,
+                envelope      BLOB NOT NULL,
+                bodystructure BLOB NOT NULL,
+                body          BLOB NOT NULL,
                 ascii         INTEGER NOT NULL,
-                header        BLOB NOT NULL,
+                PRIMARY KEY (mailbox_id, uid)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE imap_header (
+                mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+                uid        INTEGER NOT NULL,
+                header     BLOB NOT NULL,
+                PRIMARY KEY (mailbox_id, uid)
+            ) WITHOUT ROWID""",
+            # Only the fields clients list mailboxes with (imapcache.COMMON_FIELDS), a third
+            # of a header, in a table of its own so that reading it reads nothing else.
+            """CREATE TABLE imap_common (
+                mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+                uid        INTEGER NOT NULL,
+                common     BLOB NOT NULL,
                 PRIMARY KEY (mailbox_id, uid)
             ) WITHOUT ROWID""",
             """CREATE TRIGGER messages_uncache AFTER DELETE ON messages
             BEGIN
                 DELETE FROM imap_cache WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
+                DELETE FROM imap_header WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
+                DELETE FROM imap_common WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
             END""",
+            # FETCH 1:* (FLAGS) and SELECT read these columns of every message; a covering
+            # index spares them the cached structure JSON that makes message rows large.
+            "CREATE INDEX messages_meta ON messages(mailbox_id, uid, flags, modseq,"
+            " internaldate, size)",
             # UIDs only grow, so "indexed every message up to this UID" is the whole state.
             """CREATE TABLE index_state (
                 mailbox_id  INTEGER PRIMARY KEY REFERENCES mailboxes(id) ON DELETE CASCADE,

@@ -6,7 +6,8 @@ deliveries and rescans; reads run on the reader pool.  After each write the acco
 published on the `ChangeNotifier`, so other sessions in this process wake at once (IMAP
 IDLE, RFC 2177); sessions also poll `state()` so changes from other processes are seen.
 
-Quota (RFC 9208): the account's `quota_bytes` (0 = unlimited) against its `used_bytes`, which
+Quota (RFC 9208): the account's `quota_bytes` (0: the configured default, `set_default_quota`;
+0 there too: unlimited) against its `used_bytes`, which
 every transaction that adds or removes rows keeps current.  APPEND and COPY are refused
 with `OverQuota`; `quota_exceeded(account, size)` is the check the SMTP backend makes before
 accepting a message (452 4.2.2, RFC 3463).  Concurrent APPENDs can overshoot by at most one
@@ -30,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kittiwake.store import fts, mailboxops, maildir, messageops, search
+from kittiwake.store import fts, imapcache, mailboxops, maildir, messageops, search
 from kittiwake.store.addresses import account_dir, fold
 from kittiwake.store.errors import NotFound
 from kittiwake.store.imaptypes import (
@@ -78,6 +79,7 @@ class ImapStore:
         self._seen_mtimes: dict[int, tuple[tuple[int, int], int]] = {}  # mtimes, walked at
         self.indexer = Indexer(self)
         self._background: set[asyncio.Task[None]] = set()
+        self.default_quota = 0
 
     def start_indexer(self) -> None:
         """Start filling the response cache and full-text index in the background (the
@@ -149,7 +151,7 @@ class ImapStore:
         if old.upper() == maildir.INBOX:
             target = await self.create_mailbox(account, new)
             inbox = await self.mailbox(account, maildir.INBOX)
-            uids = [m.uid for m in (await self.snapshot(inbox, rescan=False)).messages]
+            uids = (await self.snapshot(inbox, rescan=False)).uids
             if uids:
                 await self.copy(inbox, uids, target, move=True)
             return
@@ -166,8 +168,14 @@ class ImapStore:
             await self.rescan_if_changed(handle)
         return await self._read(lambda conn: mailboxops.status(conn, handle.id))
 
+    def set_default_quota(self, limit_bytes: int) -> None:
+        """The storage limit of accounts without their own `quota_bytes` (0 = none); the
+        configuration's `[imap] quota`."""
+        self.default_quota = max(0, limit_bytes)
+
     async def quota(self, account: str) -> Quota:
-        return await self._read(lambda conn: mailboxops.quota(conn, account))
+        default = self.default_quota
+        return await self._read(lambda conn: mailboxops.quota(conn, account, default))
 
     async def quota_exceeded(self, account: str, size: int) -> bool:
         """For the SMTP backend: would a message of `size` octets exceed the quota?"""
@@ -235,6 +243,12 @@ class ImapStore:
             await self.rescan_if_changed(handle)
         return await self._read(lambda conn: messageops.snapshot(conn, handle))
 
+    async def first_unseen(self, handle: MailboxHandle) -> int | None:
+        return await self._read(lambda conn: messageops.first_unseen(conn, handle.id))
+
+    async def deleted_uids(self, handle: MailboxHandle) -> list[int]:
+        return await self._read(lambda conn: messageops.deleted_uids(conn, handle.id))
+
     async def state(self, handle: MailboxHandle) -> tuple[int, int] | None:
         """(HIGHESTMODSEQ, UIDNEXT), None when the mailbox was deleted: the cheap poll."""
         return await self._read(lambda conn: messageops.state(conn, handle.id))
@@ -252,29 +266,32 @@ class ImapStore:
         return await self._read(
             lambda conn: messageops.message_data(conn, handle.id, uids, structure=structure))
 
-    async def search(self, handle: MailboxHandle, messages: Sequence[MessageData],
+    async def search(self, handle: MailboxHandle, uids: Sequence[int],
                      queries: Sequence[search.TextQuery]) -> list[set[int]]:
-        """UIDs among `messages` matching each content query (see search.py): from the
+        """UIDs among `uids` matching each content query (see search.py): from the
         full-text index for the messages it covers, by reading the rest."""
-        if not queries or not messages:
+        if not queries or not uids:
             return [set() for _ in queries]
         root = self._mail_root
 
         def run(conn: sqlite3.Connection) -> list[set[int]]:
             folder = messageops.folder_of(conn, root, handle.id)
-            indexed_ids = [i for i, q in enumerate(queries) if fts.usable(q)]
-            if not indexed_ids or not fts.available(conn) or fts.rowid(
-                    handle.uidvalidity, 1) is None:
-                return search.scan(folder, messages, queries)
-            indexed = messageops.cached_uids(conn, handle.id, [m.uid for m in messages])
-            rest = [m for m in messages if m.uid not in indexed]
+            usable = [i for i, q in enumerate(queries) if fts.usable(q)]
+            if usable and fts.available(conn) and fts.rowid(handle.uidvalidity, 1):
+                indexed = imapcache.cached_uids(conn, handle.id, uids)
+            else:
+                usable, indexed = [], set()
             out: list[set[int]] = [set() for _ in queries]
-            scanned = search.scan(folder, rest, [queries[i] for i in indexed_ids])
-            for i, extra in zip(indexed_ids, scanned, strict=True):
-                out[i] = (fts.match(conn, handle.uidvalidity, queries[i]) & indexed) | extra
-            others = [i for i in range(len(queries)) if i not in indexed_ids]
+            if usable:
+                rest = [u for u in uids if u not in indexed]
+                rows = messageops.message_data(conn, handle.id, rest, structure=False)
+                scanned = search.scan(folder, rows, [queries[i] for i in usable])
+                for i, extra in zip(usable, scanned, strict=True):
+                    out[i] = (fts.match(conn, handle.uidvalidity, queries[i]) & indexed) | extra
+            others = [i for i in range(len(queries)) if i not in usable]
             if others:
-                for i, found in zip(others, search.scan(folder, messages,
+                rows = messageops.message_data(conn, handle.id, uids, structure=False)
+                for i, found in zip(others, search.scan(folder, rows,
                                                         [queries[i] for i in others]),
                                     strict=True):
                     out[i] = found
@@ -282,15 +299,32 @@ class ImapStore:
 
         return await self._read(run)
 
-    async def fast_rows(self, handle: MailboxHandle, uids: Sequence[int], *, cache: bool,
-                        header: bool) -> list[messageops.FastRow]:
-        return await self._read(lambda conn: messageops.fast_rows(
-            conn, handle.id, uids, cache=cache, header=header))
+    async def fast_rows(self, handle: MailboxHandle, uids: Sequence[int], *,
+                        structures: bool, header: str | None,
+                        index: bool = True) -> list[imapcache.FastRow]:
+        return await self._read(lambda conn: imapcache.fast_rows(
+            conn, handle.id, uids, structures=structures, header=header, index=index))
 
     async def cached(self, handle: MailboxHandle,
-                     uids: Sequence[int]) -> dict[int, messageops.Cached]:
+                     uids: Sequence[int]) -> dict[int, imapcache.Cached]:
         """The indexer's response cache for these messages (those it has reached)."""
-        return await self._read(lambda conn: messageops.cached(conn, handle.id, uids))
+        return await self._read(lambda conn: imapcache.cached(conn, handle.id, uids))
+
+    async def message_files(self, handle: MailboxHandle, uids: Sequence[int], *,
+                            structure: bool, budget: int,
+                            ) -> tuple[list[MessageData], list[bytes | None] | None]:
+        """Rows and, when together they are at most `budget` octets, the files' bytes, in
+        one trip to the reader pool (FETCH of one or a few bodies); else the bytes are
+        None and the caller reads them in parts."""
+        root = self._mail_root
+
+        def run(conn: sqlite3.Connection) -> tuple[list[MessageData], list[bytes | None] | None]:
+            rows = messageops.message_data(conn, handle.id, uids, structure=structure)
+            if sum(r.size for r in rows) > budget:
+                return rows, None
+            return rows, messageops.read_files(messageops.folder_of(conn, root, handle.id), rows)
+
+        return await self._read(run)
 
     async def read_files(self, handle: MailboxHandle,
                          messages: Sequence[MessageData]) -> list[bytes | None]:
@@ -365,7 +399,8 @@ class ImapStore:
         return await self._own([source, dest], self._write(
             lambda conn: messageops.transfer(conn, self._mail_root, source.id, uids, dest,
                                              move=move, names=self._names,
-                                             durable=self._durable),
+                                             durable=self._durable,
+                                             default_quota=self.default_quota),
             source.account, dest.account))
 
     async def append(self, account: str, mailbox: str, content: bytes, *,

@@ -7,6 +7,7 @@ they cross from the store's threads to the event loop and into sessions.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from kittiwake.store.errors import StoreError
@@ -80,12 +81,22 @@ class MessageState:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A mailbox at SELECT time: every message in UID order, from one read transaction."""
+    """A mailbox at SELECT time, from one read transaction: its UIDs in order and the
+    keywords in use (for FLAGS).  No per-message objects: SELECT of a 100,000-message
+    mailbox should cost one list of integers."""
 
     handle: MailboxHandle
     uidnext: int
     highestmodseq: int
-    messages: tuple[MessageState, ...]
+    uids: list[int]
+    keywords: frozenset[str]
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_flags(text: str) -> frozenset[str]:
+    """Flags from their index text.  A mailbox has few distinct combinations, so the sets
+    are shared, not rebuilt per message."""
+    return frozenset(text.split())
 
 
 @dataclass(frozen=True, slots=True)

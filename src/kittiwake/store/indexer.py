@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kittiwake.store import fts, maildir
+from kittiwake.store.imapcache import common_fields
 from kittiwake.store.index import MailboxRef
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Prepared:
     body: str
     ascii: bool
     header: bytes
+    common: bytes  # the header's COMMON_FIELDS lines (imapcache.py)
     document: tuple[str, ...]
 
 
@@ -86,7 +88,7 @@ def prepare(folder: str, items: Sequence[tuple[int, str, tuple[str, ...], str | 
         ascii_only = (envelope + bodystructure).isascii()
         header = raw[: struct.get("b", 0)]
         out.append(Prepared(uid, new_json, envelope, bodystructure, body, ascii_only, header,
-                            fts.document(raw, struct)))
+                            common_fields(header), fts.document(raw, struct)))
     return out
 
 
@@ -272,9 +274,16 @@ class Indexer:
                 done = [p for p in prepared if p.uid in live]
                 conn.executemany(
                     "INSERT OR REPLACE INTO imap_cache (mailbox_id, uid, envelope,"
-                    " bodystructure, body, ascii, header) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(mailbox_id, p.uid, p.envelope, p.bodystructure, p.body, int(p.ascii),
-                      p.header) for p in done])
+                    " bodystructure, body, ascii) VALUES (?, ?, ?, ?, ?, ?)",
+                    # Stored as UTF-8 octets: FETCH writes them to the wire as they are.
+                    [(mailbox_id, p.uid, p.envelope.encode(), p.bodystructure.encode(),
+                      p.body.encode(), int(p.ascii)) for p in done])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO imap_header (mailbox_id, uid, header)"
+                    " VALUES (?, ?, ?)", [(mailbox_id, p.uid, p.header) for p in done])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO imap_common (mailbox_id, uid, common)"
+                    " VALUES (?, ?, ?)", [(mailbox_id, p.uid, p.common) for p in done])
                 conn.executemany(
                     "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
                     [(p.structure, mailbox_id, p.uid) for p in done if p.structure])

@@ -350,10 +350,12 @@ def status(conn: sqlite3.Connection, mailbox_id: int) -> ImapStatus:
                       deleted=deleted, size=size, highestmodseq=row[2])
 
 
-def quota(conn: sqlite3.Connection, account: str) -> Quota:
+def quota(conn: sqlite3.Connection, account: str, default: int = 0) -> Quota:
+    """The account's usage and limit: its own `quota_bytes`, or `default` when it has none
+    (0 = unlimited)."""
     row = conn.execute(
         "SELECT used_bytes, quota_bytes FROM accounts WHERE address = ?", (fold(account),)
     ).fetchone()
     if row is None:
         raise NotFound(f"no account {account}")
-    return Quota(used_bytes=int(row[0]), limit_bytes=int(row[1]))
+    return Quota(used_bytes=int(row[0]), limit_bytes=int(row[1]) or default)

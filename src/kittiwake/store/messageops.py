@@ -27,9 +27,8 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from kittiwake.store import maildir
 from kittiwake.store.errors import NotFound
@@ -44,6 +43,7 @@ from kittiwake.store.imaptypes import (
     Quota,
     Snapshot,
     StoreMode,
+    parse_flags,
 )
 from kittiwake.store.index import MailboxRef
 
@@ -53,7 +53,7 @@ _INFO_FLAGS = maildir.SYSTEM_FLAGS | {"$Forwarded"}
 
 
 def _flags(text: str) -> frozenset[str]:
-    return frozenset(text.split())
+    return parse_flags(text)
 
 
 def folder_of(conn: sqlite3.Connection, mail_root: Path, mailbox_id: int) -> Path:
@@ -107,16 +107,30 @@ def snapshot(conn: sqlite3.Connection, handle: MailboxHandle) -> Snapshot:
         ).fetchone()
         if row is None:
             raise NotFound("mailbox was deleted")
-        messages = tuple(
-            MessageState(uid, _flags(flags), modseq)
-            for uid, flags, modseq in conn.execute(
-                "SELECT uid, flags, modseq FROM messages WHERE mailbox_id = ? ORDER BY uid",
-                (handle.id,),
-            )
-        )
+        uids = [r[0] for r in conn.execute(
+            "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (handle.id,))]
+        # A mailbox has few distinct flag combinations: the keywords come from those.
+        texts = [r[0] for r in conn.execute(
+            "SELECT DISTINCT flags FROM messages WHERE mailbox_id = ?", (handle.id,))]
     finally:
         conn.execute("COMMIT")
-    return Snapshot(handle, row[0], row[1], messages)
+    keywords = frozenset(f for t in texts for f in t.split() if not f.startswith("\\"))
+    return Snapshot(handle, row[0], row[1], uids, keywords)
+
+
+def first_unseen(conn: sqlite3.Connection, mailbox_id: int) -> int | None:
+    """The lowest UID without \\Seen (for IMAP4rev1's [UNSEEN n])."""
+    row = conn.execute(
+        "SELECT MIN(uid) FROM messages WHERE mailbox_id = ?"
+        " AND instr(' ' || flags || ' ', ' \\Seen ') = 0", (mailbox_id,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def deleted_uids(conn: sqlite3.Connection, mailbox_id: int) -> list[int]:
+    """UIDs of the messages flagged \\Deleted now (EXPUNGE, CLOSE: RFC 9051 §6.4.3)."""
+    return [r[0] for r in conn.execute(
+        "SELECT uid FROM messages WHERE mailbox_id = ?"
+        " AND instr(' ' || flags || ' ', ' \\Deleted ') > 0 ORDER BY uid", (mailbox_id,))]
 
 
 def state(conn: sqlite3.Connection, mailbox_id: int) -> tuple[int, int] | None:
@@ -181,77 +195,6 @@ def message_data(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int],
             conn, columns, mailbox_id, uids
         )
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class Cached:
-    """The indexer's IMAP text for one message (see db.py migration 3)."""
-
-    envelope: str
-    bodystructure: str
-    body: str
-    ascii: bool
-    header: bytes
-
-
-class FastRow(NamedTuple):
-    """A message as FETCH's fast path needs it: index columns and, when asked for, the
-    indexer's cache (None where the indexer has not been yet)."""
-
-    uid: int
-    flags: str  # as stored: canonical order
-    internaldate: float
-    size: int
-    modseq: int
-    envelope: str | None
-    bodystructure: str | None
-    body: str | None
-    ascii: int | None
-    header: bytes | None
-
-
-def fast_rows(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int], *,
-              cache: bool, header: bool) -> list[FastRow]:
-    """One query for a whole FETCH batch; a big set is read as its UID range."""
-    if not uids:
-        return []
-    wanted = sorted(set(uids))
-    cols = ("c.envelope, c.bodystructure, c.body, c.ascii, "
-            + ("c.header" if header else "NULL")) if cache else "NULL, NULL, NULL, NULL, NULL"
-    join = (" LEFT JOIN imap_cache c ON c.mailbox_id = m.mailbox_id AND c.uid = m.uid"
-            if cache else "")
-    rows = conn.execute(
-        f"SELECT m.uid, m.flags, m.internaldate, m.size, m.modseq, {cols} FROM messages m"
-        f"{join} WHERE m.mailbox_id = ? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
-        (mailbox_id, wanted[0], wanted[-1]))
-    make = FastRow._make
-    if len(wanted) == wanted[-1] - wanted[0] + 1:
-        return [make(r) for r in rows]
-    keep = set(wanted)
-    return [make(r) for r in rows if r[0] in keep]
-
-
-def cached(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]) -> dict[int, Cached]:
-    if not uids:
-        return {}
-    wanted = sorted(set(uids))
-    rows = conn.execute(
-        "SELECT uid, envelope, bodystructure, body, ascii, header FROM imap_cache"
-        " WHERE mailbox_id = ? AND uid BETWEEN ? AND ?", (mailbox_id, wanted[0], wanted[-1]))
-    keep = set(wanted)
-    return {uid: Cached(env, bs, body, bool(a), bytes(h))
-            for uid, env, bs, body, a, h in rows if uid in keep}
-
-
-def cached_uids(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]) -> set[int]:
-    """Which of these messages the indexer has done (they are in the full-text index)."""
-    if not uids:
-        return set()
-    lo, hi = min(uids), max(uids)
-    keep = set(uids)
-    return {r[0] for r in conn.execute(
-        "SELECT uid FROM imap_cache WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
-        (mailbox_id, lo, hi)) if r[0] in keep}
 
 
 def read_files(folder: Path, messages: Sequence[MessageData]) -> list[bytes | None]:
@@ -465,6 +408,7 @@ def transfer(
     move: bool,
     names: CopyNames,
     durable: bool,
+    default_quota: int = 0,
     in_flight: Callable[[], frozenset[str]] = frozenset,
 ) -> CopyResult:
     """COPY (hard links, new base names) or MOVE (rename, same base name) of the messages
@@ -485,7 +429,8 @@ def transfer(
             quota_row = conn.execute(
                 "SELECT used_bytes, quota_bytes FROM accounts WHERE id = ?",
                 (dst_ref.account_id,)).fetchone()
-            if not Quota(quota_row[0], quota_row[1]).allows(sum(r[4] for r in rows)):
+            limit = quota_row[1] or default_quota
+            if not Quota(quota_row[0], limit).allows(sum(r[4] for r in rows)):
                 raise OverQuota("copy would exceed the quota")
         src_folder, dst_folder = src_ref.folder(mail_root), dst_ref.folder(mail_root)
         inserts: list[tuple[Any, ...]] = []

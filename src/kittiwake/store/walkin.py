@@ -1,10 +1,11 @@
 """Walk-in at SELECT: give UIDs to files another program put in a Maildir, without
-reading them.
+reading them (or, when their names carry delivery time and size, even stat()ing them).
 
 `rescan.reconcile` (start-up, `kittiwake` CLI) reads and parses every new file, which is
 right for a handful of crash leftovers and far too slow for a mailbox of 100,000 messages
 copied in from another server: the first SELECT would read gigabytes.  Here a new file gets
-its row from the directory entry alone — size from stat, INTERNALDATE from the mtime,
+its row from the directory entry alone — size and INTERNALDATE from the Maildir++ name
+(`<time>.<unique>,S=<size>`) or else from stat (the mtime, as rescan.py uses),
 flags from the `:2,` info (Maildir spec; Dovecot and mutt write the same) — with no cached
 structure; ENVELOPE and BODYSTRUCTURE are parsed on first use or by the background indexer
 (indexer.py), as Dovecot fills its cache.  Vanished files and flags changed by another
@@ -16,9 +17,13 @@ Runs on the committer thread, like rescan.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from kittiwake.store import maildir
 from kittiwake.store.index import MailboxRef, refresh_usage
@@ -27,6 +32,59 @@ from kittiwake.store.models import RescanResult
 log = logging.getLogger(__name__)
 
 _INFO_FLAGS = maildir.SYSTEM_FLAGS | {"$Forwarded"}
+_NONE: frozenset[str] = frozenset()
+
+
+class _Entry(NamedTuple):
+    base: str
+    flags: frozenset[str]
+    in_cur: bool
+    mtime: float
+    size: int
+
+
+_NAME_FACTS = re.compile(r"(\d{9,11})\.[^,]*(?:,.*)?,S=(\d+)(?:,|$)")
+
+
+def _from_name(base: str) -> tuple[int | None, float | None]:
+    """Size and delivery time from a Maildir++ name such as `1546324424.M2P1Q1.host,S=3773`:
+    the spec's first field is the delivery time and Courier's `,S=` the file's size, which
+    Dovecot and we write.  Taking them from the name spares a stat() per file (the cost of
+    the first SELECT of a big walked-in Maildir, as in Dovecot, which trusts `S=` too);
+    a name without them is stat()ed."""
+    m = _NAME_FACTS.match(base)
+    if m is None:
+        return None, None
+    return int(m.group(2)), float(m.group(1))
+
+
+def _scan(folder: Path) -> dict[str, _Entry]:
+    """`maildir.walk` without a Path object per file: the same rules — new/ before cur/,
+    dot files and non-files skipped, flags only from cur/ names."""
+    found: dict[str, _Entry] = {}
+    for sub, in_cur in (("new", False), ("cur", True)):
+        try:
+            it = os.scandir(folder / sub)
+        except FileNotFoundError:
+            continue
+        with it:
+            for entry in it:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                base, colon, info = name.partition(":")
+                size, when = _from_name(base)
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    if size is None or when is None:
+                        st = entry.stat(follow_symlinks=False)
+                        size, when = st.st_size, st.st_mtime
+                except FileNotFoundError:
+                    continue
+                flags = maildir.flags_from_info(info if colon else None) if in_cur else _NONE
+                found[base] = _Entry(base, flags, in_cur, when, size)
+    return found
 
 
 def quick_reconcile(
@@ -37,7 +95,8 @@ def quick_reconcile(
 ) -> RescanResult:
     if not maildir.is_maildir(folder):
         return RescanResult()  # as rescan.reconcile: never drop rows for a missing folder
-    on_disk = {entry.base: entry for entry in maildir.walk(folder)}
+    started = time.monotonic()
+    on_disk = _scan(folder)
     for base in in_flight() & on_disk.keys():
         del on_disk[base]
     indexed = {
@@ -92,6 +151,7 @@ def quick_reconcile(
         conn.execute("ROLLBACK")
         raise
     result = RescanResult(added=len(rows), removed=len(vanished), reflagged=len(reflag))
-    log.info("walk-in account=%s mailbox=%s added=%d removed=%d reflagged=%d", ref.account,
-             ref.name, result.added, result.removed, result.reflagged)
+    log.info("walk-in account=%s mailbox=%s added=%d removed=%d reflagged=%d seconds=%.3f",
+             ref.account, ref.name, result.added, result.removed, result.reflagged,
+             time.monotonic() - started)
     return result
