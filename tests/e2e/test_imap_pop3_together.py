@@ -133,7 +133,7 @@ def test_full_mailbox_gets_452_at_rcpt(make_server):
     time.sleep(5.5)  # the recipient check may use a usage figure up to 5 s old
     with smtplib.SMTP(srv.host, srv.smtp, timeout=20) as c:
         c.ehlo("c")
-        c.mail("x@remote.test")
+        c.mail("x@remote.test", [f"SIZE={len(big)}"])  # 4.5 KB used + 4.5 KB > 6 KB
         code, reply = c.rcpt("alice@example.test")
         assert code == 452 and reply.startswith(b"4.2.2"), (code, reply)
         code, _ = c.rcpt("bob@example.test")  # others are not affected
