@@ -195,11 +195,22 @@ def serve_kittiwake(data: Path, port_file: Path) -> None:
                             [ListenerSpec("imaps", "127.0.0.1", 0, "implicit")], store.imap,
                             DirectoryCredentials(directory), server_context(cert, key))
         await server.start()
+        store.imap.start_indexer()
         port_file.write_text(str(server.bound_ports()[0]))
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        profile = None
+        if os.environ.get("BENCH_PROFILE"):
+            import cProfile
+
+            profile = cProfile.Profile()
+            profile.enable()
         await stop.wait()
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(str(data / "server.prof"))
         await server.shutdown()
+        await store.imap.stop_indexer()
         await store.close()
 
     if not os.environ.get("BENCH_NO_UVLOOP"):

@@ -109,6 +109,7 @@ class ImapEnv:
 
     def stop(self) -> None:
         self.call(self.server.shutdown())
+        self.call(self.store.imap.stop_indexer())
         self.call(self.store.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self.thread is not None:
@@ -142,6 +143,7 @@ def start_env(root: Path, **settings: Any) -> ImapEnv:
     env = ImapEnv(root, loop, store, directory, server, ca_pem, client_ctx, thread=thread)
     env.call(store.start())
     env.call(server.start())
+    env.loop.call_soon_threadsafe(store.imap.start_indexer)  # as `kittiwake serve` does
     plain_port, tls_port = server.bound_ports()
     env.ports = {"imap": plain_port, "imaps": tls_port}
     return env

@@ -178,7 +178,6 @@ class ImapServer:
             log.info("event=listening kind=%s address=%s:%d tls=%s", lst.kind, lst.spec.host,
                      lst.spec.port, lst.tls)
         self.start_background()
-        self.store.start_indexer()
 
     def start_background(self) -> None:
         """The sweeper and the IDLE watcher (started by `start`; tests may run them alone)."""
@@ -240,5 +239,4 @@ class ImapServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.store.stop_indexer()
         await asyncio.sleep(0)

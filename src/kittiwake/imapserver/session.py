@@ -206,6 +206,8 @@ class Session(asyncio.Protocol):
         Polls the index only when notified, forced, or `poll_interval` has passed."""
         view = self.selected
         if view is None or view.gone:
+            if self._sub is not None:
+                self._sub.clear()  # nothing to learn: do not let IDLE spin on the wake-up
             return
         view.condstore = self.condstore
         now = time.monotonic()

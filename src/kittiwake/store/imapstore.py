@@ -22,6 +22,7 @@ are not read then (walkin.py), the indexer parses them in the background.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -49,10 +50,11 @@ from kittiwake.store.imaptypes import (
     StoreMode,
 )
 from kittiwake.store.index import MailboxRef
-from kittiwake.store.indexer import Indexer
+from kittiwake.store.indexer import Indexer, cache_rows
 from kittiwake.store.models import DeliveredMessage
 from kittiwake.store.notify import ChangeNotifier, Subscription
 from kittiwake.store.walkin import quick_reconcile
+from kittiwake.store.workers import Prepared, WorkerPool
 
 if TYPE_CHECKING:
     from kittiwake.store.mailstore import MailStore
@@ -78,6 +80,14 @@ class ImapStore:
         self._names = messageops.CopyNames(store.settings.hostname)
         self._seen_mtimes: dict[int, tuple[tuple[int, int], int]] = {}  # mtimes, walked at
         self.indexer = Indexer(self)
+        # Worker processes for parsing and text extraction (workers.py), one per core;
+        # each call occupies one of these threads while its worker runs.
+        size = max(1, min(4, os.cpu_count() or 1))
+        self.workers = WorkerPool(size)
+        self._worker_threads = concurrent.futures.ThreadPoolExecutor(
+            size, thread_name_prefix="kittiwake-worker-call")
+        self.interactive = 0  # fill_cache calls under way: the indexer waits for them
+        self.last_interactive = -1e9  # loop time the last one ended
         self._background: set[asyncio.Task[None]] = set()
         self.default_quota = 0
 
@@ -87,7 +97,56 @@ class ImapStore:
         self.indexer.start()
 
     async def stop_indexer(self) -> None:
+        """Stop the indexer and the worker processes (the IMAP server does, at shutdown)."""
         await self.indexer.stop()
+        await asyncio.to_thread(self.workers.close)
+
+    async def run_worker(self, name: str, *args: Any) -> Any:
+        """Run `workers.FUNCTIONS[name]` in a worker process."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker_threads, self.workers.call, name,
+                                          *args)
+
+    async def fill_cache(self, handle: MailboxHandle,
+                         uids: Sequence[int]) -> dict[int, Prepared]:
+        """The response cache of messages the indexer has not reached (walked in, just
+        delivered), made now for a client that asked (FETCH ENVELOPE of a mailbox opened
+        for the first time), on every worker at once, and written back in the background.
+        The indexer waits meanwhile: this client is waiting."""
+        root = self._mail_root
+
+        def rows(conn: sqlite3.Connection) -> tuple[str, list[Any]]:
+            folder = messageops.folder_of(conn, root, handle.id)
+            found = [(uid, name, tuple(text.split()), structure)
+                     for uid, name, text, structure in messageops.select_uids(
+                         conn, "uid, filename, flags, structure", handle.id, uids)]
+            return str(folder), found
+
+        self.interactive += 1
+        try:
+            folder, items = await self._read(rows)
+            step = max(25, -(-len(items) // (4 * self.workers.size)))
+            parts = await asyncio.gather(*(
+                self.run_worker("prepare", folder, items[i : i + step], False)
+                for i in range(0, len(items), step)))
+        finally:
+            self.interactive -= 1
+            self.last_interactive = asyncio.get_running_loop().time()
+        prepared = [p for part in parts for p in part]
+        if prepared:
+            def write(conn: sqlite3.Connection) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cache_rows(conn, handle.id, prepared)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+
+            task = asyncio.get_running_loop().create_task(self._write(write))
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
+        return {p.uid: p for p in prepared}
 
     def kick_indexer(self) -> None:
         self.indexer.kick()

@@ -5,32 +5,24 @@ document (fts.py); messages walked in without a parsed structure get that too.
 Progress is one number per mailbox, `index_state.indexed_uid` — UIDs only grow, so
 everything above it is still to do — committed in the same transaction as the batch, so
 a crash repeats at most one batch.  The CPU work (reading files, MIME parsing, decoding
-text) runs in a separate process, so an indexing backlog (100,000 messages walked in) never
-competes with the sessions for the event loop's interpreter lock (a plain child process
-running this module, `serve()`; multiprocessing's spawn would re-import the server's main
-module); the small write of each batch runs on the store's committer thread like every
-other write.
+text) runs in a worker process (workers.py), so an indexing backlog (100,000 messages
+walked in) never competes with the sessions for the event loop's interpreter lock; the
+small write of each batch runs on the store's committer thread like every other write.
+The indexer steps aside while a session is filling the cache itself (a FETCH of
+ENVELOPE over messages not indexed yet, `ImapStore.fill_cache`): that client is waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import json
 import logging
-import os
-import pickle
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kittiwake.store import fts, maildir
-from kittiwake.store.imapcache import common_fields
+from kittiwake.store import fts
 from kittiwake.store.index import MailboxRef
+from kittiwake.store.workers import Prepared
 
 if TYPE_CHECKING:
     from kittiwake.store.imapstore import ImapStore
@@ -40,90 +32,7 @@ log = logging.getLogger(__name__)
 BATCH = 200
 COMMIT_CHUNK = 25  # documents per write transaction (see _batch)
 IDLE_POLL = 5.0  # seconds between looks for work nobody told us about (other processes)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What one message contributes to the cache and the index."""
-
-    uid: int
-    structure: str | None  # JSON, when the row had none (or an old schema)
-    envelope: str
-    bodystructure: str
-    body: str
-    ascii: bool
-    header: bytes
-    common: bytes  # the header's COMMON_FIELDS lines (imapcache.py)
-    document: tuple[str, ...]
-
-
-def prepare(folder: str, items: Sequence[tuple[int, str, tuple[str, ...], str | None]],
-            ) -> list[Prepared]:
-    """Runs in the worker process: read, parse what is missing, format, extract text."""
-    from kittiwake.message.bodystructure import (
-        format_body,
-        format_bodystructure,
-        format_envelope,
-    )
-    from kittiwake.message.structure import SCHEMA_VERSION, parse_structure
-
-    out: list[Prepared] = []
-    root = Path(folder)
-    for uid, base, flags, structure in items:
-        path = maildir.locate(root, base, flags)
-        if path is None:
-            continue
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            continue
-        struct: Any = json.loads(structure) if structure else None
-        new_json = None
-        if not isinstance(struct, dict) or struct.get("v") != SCHEMA_VERSION:
-            struct = parse_structure(raw)
-            new_json = json.dumps(struct, separators=(",", ":"))
-        envelope = format_envelope(struct)
-        bodystructure = format_bodystructure(struct)
-        body = format_body(struct)
-        ascii_only = (envelope + bodystructure).isascii()
-        header = raw[: struct.get("b", 0)]
-        out.append(Prepared(uid, new_json, envelope, bodystructure, body, ascii_only, header,
-                            common_fields(header), fts.document(raw, struct)))
-    return out
-
-
-def _spawn() -> subprocess.Popen[bytes] | None:
-    """The worker: `python -m kittiwake.store.indexworker`, batches pickled over its stdin and
-    stdout (a private pipe between two copies of this module, never peer data)."""
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kittiwake.store.indexworker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-    except OSError:
-        log.warning("event=index_worker_unavailable; indexing in process")
-        return None
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.stdin is not None:
-        worker.stdin.close()
-    try:
-        worker.wait(5)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-
-
-def serve() -> None:
-    """The worker process's loop: one batch in, its results out, until stdin closes."""
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        try:
-            folder, items = pickle.load(stdin)
-        except EOFError:
-            return
-        pickle.dump(prepare(folder, items), stdout)
-        stdout.flush()
+GRACE = 2.0  # seconds the indexer waits after a session's own fill_cache
 
 
 def _pending(conn: sqlite3.Connection) -> list[tuple[int, int, int]]:
@@ -138,8 +47,6 @@ class Indexer:
         self._imap = imap
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._pool: concurrent.futures.Executor | None = None
-        self._worker: subprocess.Popen[bytes] | None = None
         self._fts = False
         self.indexed = 0  # messages done by this process (tests, logs)
 
@@ -158,12 +65,6 @@ class Indexer:
                 await task
             except asyncio.CancelledError:
                 pass
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            await asyncio.to_thread(_stop, worker)
 
     async def idle(self, timeout: float = 60.0) -> bool:
         """Wait until nothing is left to index (tests, benchmarks)."""
@@ -174,31 +75,6 @@ class Indexer:
                 return True
             await asyncio.sleep(0.05)
         return False
-
-    def _executor(self) -> concurrent.futures.Executor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="indexer")
-        return self._pool
-
-    def _prepare(self, folder: str, items: list[tuple[int, str, tuple[str, ...], str | None]],
-                 ) -> list[Prepared]:
-        """In the indexer's thread: hand the batch to the worker process (started on first
-        use, restarted if it died); without one, do the work here."""
-        worker = self._worker
-        if worker is None or worker.poll() is not None:
-            worker = self._worker = _spawn()
-        if worker is None or worker.stdin is None or worker.stdout is None:
-            return prepare(folder, items)
-        try:
-            pickle.dump((folder, items), worker.stdin)
-            worker.stdin.flush()
-            result: list[Prepared] = pickle.load(worker.stdout)
-        except Exception:
-            log.warning("event=index_worker_lost; doing the batch in process", exc_info=True)
-            worker.kill()
-            self._worker = None
-            return prepare(folder, items)
-        return result
 
     async def _run(self) -> None:
         self._fts = await self._imap._write(fts.ensure)
@@ -242,10 +118,13 @@ class Indexer:
         folder, found, uidnext = got
         items = [(uid, name, tuple(flags.split()), structure)
                  for uid, name, flags, structure in found]
+        # A client waiting on fill_cache goes first, and keeps the cores for a moment
+        # after each of its batches (a FETCH over 100,000 messages is many of them).
         loop = asyncio.get_running_loop()
+        while self._imap.interactive or loop.time() - self._imap.last_interactive < GRACE:
+            await asyncio.sleep(0.1)
         prepared: list[Prepared] = (
-            await loop.run_in_executor(self._executor(), self._prepare, folder, items)
-            if items else [])
+            await self._imap.run_worker("prepare", folder, items, True) if items else [])
         # Done up to the last row read; with none left, up to UIDNEXT - 1 (the highest UIDs
         # may have been expunged, and must not keep the mailbox "pending" for ever).
         new_mark = found[-1][0] if len(found) == BATCH else uidnext - 1
@@ -267,29 +146,15 @@ class Indexer:
         def commit(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                cache_rows(conn, mailbox_id, prepared)
                 live = {r[0] for r in conn.execute(
                     "SELECT uid FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
                     (mailbox_id, prepared[0].uid if prepared else 0,
                      prepared[-1].uid if prepared else 0))}
                 done = [p for p in prepared if p.uid in live]
-                conn.executemany(
-                    "INSERT OR REPLACE INTO imap_cache (mailbox_id, uid, envelope,"
-                    " bodystructure, body, ascii) VALUES (?, ?, ?, ?, ?, ?)",
-                    # Stored as UTF-8 octets: FETCH writes them to the wire as they are.
-                    [(mailbox_id, p.uid, p.envelope.encode(), p.bodystructure.encode(),
-                      p.body.encode(), int(p.ascii)) for p in done])
-                conn.executemany(
-                    "INSERT OR REPLACE INTO imap_header (mailbox_id, uid, header)"
-                    " VALUES (?, ?, ?)", [(mailbox_id, p.uid, p.header) for p in done])
-                conn.executemany(
-                    "INSERT OR REPLACE INTO imap_common (mailbox_id, uid, common)"
-                    " VALUES (?, ?, ?)", [(mailbox_id, p.uid, p.common) for p in done])
-                conn.executemany(
-                    "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
-                    [(p.structure, mailbox_id, p.uid) for p in done if p.structure])
                 if use_fts:
-                    fts.insert(conn, [(rid, p.document) for p in done
-                                      if (rid := fts.rowid(validity, p.uid)) is not None])
+                    fts.insert(conn, [(rid, p.document) for p in done if p.document
+                                      and (rid := fts.rowid(validity, p.uid)) is not None])
                 conn.execute(
                     "INSERT INTO index_state (mailbox_id, indexed_uid) VALUES (?, ?)"
                     " ON CONFLICT (mailbox_id) DO UPDATE SET indexed_uid ="
@@ -300,4 +165,30 @@ class Indexer:
                 raise
 
         return commit
+
+
+def cache_rows(conn: sqlite3.Connection, mailbox_id: int, prepared: list[Prepared]) -> None:
+    """Write the response cache of some messages (those still there); the caller owns the
+    transaction."""
+    if not prepared:
+        return
+    live = {r[0] for r in conn.execute(
+        "SELECT uid FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
+        (mailbox_id, prepared[0].uid, prepared[-1].uid))}
+    done = [p for p in prepared if p.uid in live]
+    conn.executemany(
+        "INSERT OR REPLACE INTO imap_cache (mailbox_id, uid, envelope, bodystructure, body,"
+        " ascii) VALUES (?, ?, ?, ?, ?, ?)",
+        # Stored as UTF-8 octets: FETCH writes them to the wire as they are.
+        [(mailbox_id, p.uid, p.envelope.encode(), p.bodystructure.encode(), p.body.encode(),
+          int(p.ascii)) for p in done])
+    conn.executemany(
+        "INSERT OR REPLACE INTO imap_header (mailbox_id, uid, header) VALUES (?, ?, ?)",
+        [(mailbox_id, p.uid, p.header) for p in done])
+    conn.executemany(
+        "INSERT OR REPLACE INTO imap_common (mailbox_id, uid, common) VALUES (?, ?, ?)",
+        [(mailbox_id, p.uid, p.common) for p in done])
+    conn.executemany(
+        "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
+        [(p.structure, mailbox_id, p.uid) for p in done if p.structure])
 

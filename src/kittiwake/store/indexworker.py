@@ -1,10 +1,10 @@
-"""Entry point of the indexer's worker process: `python -m kittiwake.store.indexworker`.
+"""Entry point of a worker process (workers.py): `python -m kittiwake.store.indexworker`.
 
-A module of its own so that what the worker pickles is `kittiwake.store.indexer.Prepared`
+A module of its own so that what the worker pickles is `kittiwake.store.workers.Prepared`
 (loadable by the server), not `__main__.Prepared`.
 """
 
-from kittiwake.store.indexer import serve
+from kittiwake.store.workers import serve
 
 if __name__ == "__main__":
     serve()

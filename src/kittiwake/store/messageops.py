@@ -73,7 +73,7 @@ def _ref(conn: sqlite3.Connection, mailbox_id: int) -> MailboxRef:
     return MailboxRef(*row)
 
 
-def _select_uids(
+def select_uids(
     conn: sqlite3.Connection, columns: str, mailbox_id: int, uids: Sequence[int]
 ) -> list[tuple[Any, ...]]:
     """Rows for some UIDs, in UID order.  A large set is read as its whole UID range and
@@ -191,7 +191,7 @@ def message_data(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int],
                + ("structure" if structure else "NULL") + ", filename")
     return [
         MessageData(uid, _flags(flags), date, size, modseq, struct, name)
-        for uid, flags, date, size, modseq, struct, name in _select_uids(
+        for uid, flags, date, size, modseq, struct, name in select_uids(
             conn, columns, mailbox_id, uids
         )
     ]
@@ -277,7 +277,7 @@ def store_flags(
         changed: list[tuple[int, str, frozenset[str], frozenset[str]]] = []
         unchanged: list[MessageState] = []
         modified: list[int] = []
-        for uid, name, text, modseq in _select_uids(conn, "uid, filename, flags, modseq",
+        for uid, name, text, modseq in select_uids(conn, "uid, filename, flags, modseq",
                                                     mailbox_id, uids):
             if unchanged_since is not None and modseq > unchanged_since:
                 modified.append(uid)  # RFC 7162 §3.1.3: someone changed it since
@@ -329,7 +329,7 @@ def expunge(
     conn.execute("BEGIN IMMEDIATE")
     try:
         ref = _ref(conn, mailbox_id)
-        rows = _select_uids(conn, "uid, filename, flags, size", mailbox_id, uids)
+        rows = select_uids(conn, "uid, filename, flags, size", mailbox_id, uids)
         if not rows:
             conn.execute("ROLLBACK")
             return []
@@ -423,7 +423,7 @@ def transfer(
             "SELECT uidnext, highestmodseq, uidvalidity FROM mailboxes WHERE id = ?", (dest.id,)
         ).fetchone()
         uidnext, modseq, uidvalidity = dst_state
-        rows = _select_uids(conn, "uid, filename, flags, internaldate, size, structure",
+        rows = select_uids(conn, "uid, filename, flags, internaldate, size, structure",
                             source_id, uids)
         if not move:
             quota_row = conn.execute(

@@ -16,6 +16,7 @@ Runs on the committer thread, like rescan.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -32,15 +33,25 @@ from kittiwake.store.models import RescanResult
 log = logging.getLogger(__name__)
 
 _INFO_FLAGS = maildir.SYSTEM_FLAGS | {"$Forwarded"}
-_NONE: frozenset[str] = frozenset()
 
 
 class _Entry(NamedTuple):
     base: str
     flags: frozenset[str]
+    text: str  # the flags as the index stores them
     in_cur: bool
     mtime: float
     size: int
+
+
+@functools.lru_cache(maxsize=256)
+def _info(info: str | None) -> tuple[frozenset[str], str]:
+    """Flags of a `:2,` info and their index text; a Maildir has few distinct infos."""
+    flags = maildir.flags_from_info(info)
+    return flags, maildir.format_flags(flags)
+
+
+_NO_FLAGS = _info(None)
 
 
 _NAME_FACTS = re.compile(r"(\d{9,11})\.[^,]*(?:,.*)?,S=(\d+)(?:,|$)")
@@ -82,9 +93,14 @@ def _scan(folder: Path) -> dict[str, _Entry]:
                         size, when = st.st_size, st.st_mtime
                 except FileNotFoundError:
                     continue
-                flags = maildir.flags_from_info(info if colon else None) if in_cur else _NONE
-                found[base] = _Entry(base, flags, in_cur, when, size)
+                flags, text = _info(info if colon else None) if in_cur else _NO_FLAGS
+                found[base] = _Entry(base, flags, text, in_cur, when, size)
     return found
+
+
+def _arrival_order(e: _Entry) -> tuple[float, str]:
+    """UIDs follow arrival order (the delivery time), ties broken by name."""
+    return (e.mtime, e.base)
 
 
 def quick_reconcile(
@@ -107,8 +123,8 @@ def quick_reconcile(
     }
     vanished = [uid for name, (uid, flags) in indexed.items()
                 if name not in on_disk and maildir.locate(folder, name, flags) is None]
-    arrivals = sorted((e for base, e in on_disk.items() if base not in indexed),
-                      key=lambda e: (e.mtime, e.base))
+    arrivals = [e for base, e in on_disk.items() if base not in indexed]
+    arrivals.sort(key=_arrival_order)
     reflag = []
     for name, (uid, flags) in indexed.items():
         entry = on_disk.get(name)
@@ -132,7 +148,7 @@ def quick_reconcile(
         rows = []
         for entry in arrivals:
             modseq += 1
-            rows.append((ref.id, uidnext, entry.base, maildir.format_flags(entry.flags),
+            rows.append((ref.id, uidnext, entry.base, entry.text,
                          entry.mtime, entry.size, modseq))
             uidnext += 1
         conn.executemany(

@@ -1,0 +1,178 @@
+"""Worker processes for the CPU-heavy part of indexing: reading message files, MIME parsing
+(`kittiwake.message.structure`), formatting ENVELOPE/BODYSTRUCTURE and extracting search
+text.
+
+Why processes: that work is pure Python and holds the interpreter lock; done in threads it
+would stall every session's event loop for as long as it runs (a 100,000-message mailbox
+walked in is minutes of it).  Each worker is a plain child process running this module
+(`python -m kittiwake.store.indexworker` — multiprocessing's spawn would re-import the
+server's main module), fed pickled requests over its stdin and answering on its stdout: a
+private pipe between two copies of this code, never peer data.  A worker that dies is
+replaced; if none can be started the work is done in the calling thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kittiwake.store import fts, maildir
+from kittiwake.store.imapcache import common_fields
+
+log = logging.getLogger(__name__)
+
+#: (uid, Maildir base name, flags for locating the file, cached structure JSON or None)
+Item = tuple[int, str, tuple[str, ...], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What one message contributes to the response cache and the full-text index."""
+
+    uid: int
+    structure: str | None  # JSON, when the row had none (or an old schema)
+    envelope: str
+    bodystructure: str
+    body: str
+    ascii: bool
+    header: bytes
+    common: bytes  # the header's COMMON_FIELDS lines (imapcache.py)
+    document: tuple[str, ...] | None  # full-text columns (fts.py); None when not asked
+
+
+def prepare(folder: str, items: Sequence[Item], fulltext: bool = True) -> list[Prepared]:
+    """Read, parse what is missing, format, extract text.  Messages whose file has gone
+    are left out."""
+    from kittiwake.message.bodystructure import (
+        format_body,
+        format_bodystructure,
+        format_envelope,
+    )
+    from kittiwake.message.structure import SCHEMA_VERSION, parse_structure
+
+    out: list[Prepared] = []
+    root = Path(folder)
+    for uid, base, flags, structure in items:
+        path = maildir.locate(root, base, flags)
+        if path is None:
+            continue
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        struct: Any = json.loads(structure) if structure else None
+        new_json = None
+        if not isinstance(struct, dict) or struct.get("v") != SCHEMA_VERSION:
+            struct = parse_structure(raw)
+            new_json = json.dumps(struct, separators=(",", ":"))
+        envelope = format_envelope(struct)
+        bodystructure = format_bodystructure(struct)
+        body = format_body(struct)
+        ascii_only = (envelope + bodystructure).isascii()
+        header = raw[: struct.get("b", 0)]
+        out.append(Prepared(uid, new_json, envelope, bodystructure, body, ascii_only, header,
+                            common_fields(header),
+                            fts.document(raw, struct) if fulltext else None))
+    return out
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {"prepare": prepare}
+
+
+def serve() -> None:
+    """A worker's loop: one request in, its result out, until stdin closes."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            name, args = pickle.load(stdin)
+        except EOFError:
+            return
+        pickle.dump(FUNCTIONS[name](*args), stdout)
+        stdout.flush()
+
+
+class WorkerPool:
+    """Up to `size` worker processes, started on first use.  `call` blocks (run it in a
+    thread); calls from several threads use several workers at once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._lock = threading.Lock()
+        self._idle: list[subprocess.Popen[bytes]] = []
+        self._all: list[subprocess.Popen[bytes]] = []
+        self._closed = False
+
+    def _acquire(self) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.poll() is None:
+                    return worker
+                self._all.remove(worker)
+            if self._closed or len(self._all) >= self.size:
+                return None  # every worker busy: this caller does the work itself
+            spawned = _spawn()
+            if spawned is not None:
+                self._all.append(spawned)
+            return spawned
+
+    def _release(self, worker: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            if self._closed:
+                _stop(worker)
+            else:
+                self._idle.append(worker)
+
+    def call(self, name: str, *args: Any) -> Any:
+        worker = self._acquire()
+        if worker is None or worker.stdin is None or worker.stdout is None:
+            return FUNCTIONS[name](*args)
+        try:
+            pickle.dump((name, args), worker.stdin)
+            worker.stdin.flush()
+            result = pickle.load(worker.stdout)
+        except Exception:
+            log.warning("event=worker_lost; doing the work in process", exc_info=True)
+            worker.kill()
+            with self._lock:
+                if worker in self._all:
+                    self._all.remove(worker)
+            return FUNCTIONS[name](*args)
+        self._release(worker)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            _stop(worker)
+
+
+def _spawn() -> subprocess.Popen[bytes] | None:
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kittiwake.store.indexworker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    except OSError:
+        log.warning("event=worker_unavailable; working in process")
+        return None
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.stdin is not None:
+        worker.stdin.close()
+    try:
+        worker.wait(5)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
