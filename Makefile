@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Debian packages the end-to-end tests drive as real peers.
-TEST_DEBS := swaks postfix curl openssl nsd fetchmail libmail-dkim-perl opendkim-tools msmtp
+TEST_DEBS := swaks postfix curl openssl nsd fetchmail libmail-dkim-perl opendkim-tools msmtp isync mutt bsdutils
 
 .PHONY: run test check venv test-deps bench clean
 
