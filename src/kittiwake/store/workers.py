@@ -106,24 +106,32 @@ class WorkerPool:
 
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._idle: list[subprocess.Popen[bytes]] = []
         self._all: list[subprocess.Popen[bytes]] = []
         self._closed = False
 
     def _acquire(self) -> subprocess.Popen[bytes] | None:
+        """An idle worker, a new one while there are fewer than `size`, else wait for one
+        to come back: the work must not fall back into this process while workers exist
+        (it would hold the interpreter lock the event loop needs).  None only when no
+        worker can be had at all (closed, or processes cannot be started)."""
         with self._lock:
-            while self._idle:
-                worker = self._idle.pop()
-                if worker.poll() is None:
-                    return worker
-                self._all.remove(worker)
-            if self._closed or len(self._all) >= self.size:
-                return None  # every worker busy: this caller does the work itself
-            spawned = _spawn()
-            if spawned is not None:
-                self._all.append(spawned)
-            return spawned
+            while True:
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.poll() is None:
+                        return worker
+                    self._all.remove(worker)
+                if self._closed:
+                    return None
+                if len(self._all) < self.size:
+                    spawned = _spawn()
+                    if spawned is None:
+                        return None
+                    self._all.append(spawned)
+                    return spawned
+                self._lock.wait()
 
     def _release(self, worker: subprocess.Popen[bytes]) -> None:
         with self._lock:
@@ -131,6 +139,7 @@ class WorkerPool:
                 _stop(worker)
             else:
                 self._idle.append(worker)
+            self._lock.notify()
 
     def call(self, name: str, *args: Any) -> Any:
         worker = self._acquire()
@@ -146,6 +155,7 @@ class WorkerPool:
             with self._lock:
                 if worker in self._all:
                     self._all.remove(worker)
+                self._lock.notify()
             return FUNCTIONS[name](*args)
         self._release(worker)
         return result
@@ -154,6 +164,7 @@ class WorkerPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            self._lock.notify_all()
         for worker in idle:
             _stop(worker)
 
