@@ -384,7 +384,10 @@ class InboundBackend:
             results.append(DeliveryResult(rcpt, R.MESSAGE_ACCEPTED, permanent=False,
                                           host=self.settings.hostname, delivered=True))
         if forward and self.queue is not None:
-            await self.queue.enqueue(f"F{message.queue_id}", content, message.sender,
+            # A retry after a crash must not collide with a copy queued by the first try:
+            # a second copy beats a retry loop on a duplicate id (never lose, may duplicate).
+            await self.queue.enqueue(f"F{message.queue_id}{secrets.token_hex(3)}", content,
+                                     message.sender,
                                      [QueuedRecipientSpec(a) for a in forward],
                                      smtputf8=message.smtputf8, eight_bit=message.eight_bit,
                                      origin="smtp", auth_user=None)
