@@ -256,12 +256,14 @@ def test_body_form_has_no_extension_data() -> None:
 
 def test_binary_size_decodes_base64_and_quoted_printable() -> None:
     alt = parse_structure(ALTERNATIVE)
-    assert binary_size(alt["parts"][0]) == len("café".encode())
-    assert binary_size(alt["parts"][1]) == body_size(alt["parts"][1]) == 18
+    assert binary_size(alt["parts"][0], ALTERNATIVE) == len("café".encode())
+    assert binary_size(alt["parts"][1], ALTERNATIVE) == body_size(alt["parts"][1]) == 18
     att = parse_structure(ATTACHMENT)
-    assert binary_size(att["parts"][1]) == len(b"%PDF-1")
-    unknown = parse_structure(b"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 f\r\n")
-    assert binary_size(unknown) is None
+    assert binary_size(att["parts"][1], ATTACHMENT) == len(b"%PDF-1")
+    uu = b"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 f\r\n"
+    assert binary_size(parse_structure(uu), uu) is None
+    broken = b"Content-Transfer-Encoding: base64\r\n\r\nQUJ\r\n"
+    assert binary_size(parse_structure(broken), broken) is None  # as BINARY[]: UNKNOWN-CTE
 
 
 # --------------------------------------------------------------------------- sections

@@ -15,19 +15,7 @@ from kittiwake.store import (
     Resolution,
 )
 from kittiwake.store.passwords import Credentials
-
-
-class FakePasswords:
-    """Instant stand-in for argon2id/SCRAM: the directory only stores what it is given."""
-
-    def hash(self, password: str) -> str:
-        return "fake$" + password
-
-    def verify(self, stored: str, password: str) -> bool:
-        return stored == "fake$" + password
-
-    def scram(self, password: str) -> str:
-        return "SCRAM-SHA-256$fake$" + password
+from support.storefakes import FakePasswords
 
 
 @pytest.fixture

@@ -21,29 +21,16 @@ from kittiwake.store.imaptypes import (
 )
 from kittiwake.store.mailboxops import _decode_folder
 from kittiwake.store.maildir import split_name
+from support.storefakes import FakePasswords, data_dir_with
 
 T = TypeVar("T")
 ALICE = "alice@example.com"
 MSG = b"From: a@example.net\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\nHello\r\n"
 
 
-class FakePasswords:
-    def hash(self, password: str) -> str:
-        return "fake$" + password
-
-    def verify(self, stored: str, password: str) -> bool:
-        return stored == "fake$" + password
-
-    def scram(self, password: str) -> str:
-        return "scram$" + password
-
-
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    with Directory(tmp_path / "kittiwake.db", passwords=FakePasswords(), durable=False) as d:
-        d.add_domain("example.com")
-        d.add_account(ALICE, "pw")
-    return tmp_path
+    return data_dir_with(tmp_path, ALICE)
 
 
 def run(data: Path, fn: Callable[[MailStore], Awaitable[T]]) -> T:

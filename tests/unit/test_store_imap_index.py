@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,23 +15,13 @@ import pytest
 
 from kittiwake.message.bodystructure import format_bodystructure, format_envelope
 from kittiwake.message.structure import parse_structure
-from kittiwake.store import Directory, MailStore, StoreSettings
+from kittiwake.store import MailStore, StoreSettings, fts
 from kittiwake.store import search as content
 from kittiwake.store.messageops import folder_of
+from support.storefakes import data_dir_with
 
 T = TypeVar("T")
 ALICE = "alice@example.com"
-
-
-class FakePasswords:
-    def hash(self, password: str) -> str:
-        return "fake$" + password
-
-    def verify(self, stored: str, password: str) -> bool:
-        return stored == "fake$" + password
-
-    def scram(self, password: str) -> str:
-        return "scram$" + password
 
 
 def corpus() -> list[bytes]:
@@ -87,10 +78,7 @@ def run(data: Path, fn: Callable[[MailStore], Awaitable[T]]) -> T:
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    with Directory(tmp_path / "kittiwake.db", passwords=FakePasswords(), durable=False) as d:
-        d.add_domain("example.com")
-        d.add_account(ALICE, "pw")
-    return tmp_path
+    return data_dir_with(tmp_path, ALICE)
 
 
 def test_index_answers_equal_a_scan(data: Path) -> None:
@@ -154,3 +142,38 @@ def test_walked_in_messages_are_indexed_without_a_parsed_structure(data: Path) -
         assert len(await imap.cached(box, list(range(1, 11)))) == 10
 
     run(data, go)
+
+
+def test_search_is_right_for_messages_a_fetch_cached_ahead_of_the_indexer(data: Path) -> None:
+    """A session's FETCH fills the response cache before the indexer reaches the messages
+    (fill_cache); they are not in the full-text index yet, so SEARCH must scan them."""
+
+    async def go(store: MailStore) -> None:
+        imap = store.imap
+        await imap._write(fts.ensure)
+        inbox = data / "mail" / "example.com" / "alice"
+        for n, msg in enumerate(corpus()[:12]):
+            (inbox / "cur" / f"16000000{n:02d}.walk.host:2,S").write_bytes(msg)
+        os.utime(inbox / "cur", ns=(0, 10**18))
+        box = await imap.mailbox(ALICE, "INBOX")
+        uids = list((await imap.snapshot(box)).uids)
+        async with contextlib.aclosing(imap.fill_cache(box, uids, header=False)) as chunks:
+            filled = [p.uid async for chunk in chunks for p in chunk]
+        assert filled == uids
+        await imap._write(lambda conn: None)  # the background cache write has landed
+        assert len(await imap.fast_rows(box, uids, structures=True, header=None)) == 12
+        rows = await imap.message_data(box, uids, structure=False)
+        folder = await imap._read(lambda conn: folder_of(conn, store.settings.mail_root,
+                                                         box.id))
+        expected = content.scan(folder, rows, QUERIES)
+        assert expected[0]  # "invoice" is there to be found
+        assert await imap.search(box, uids, QUERIES) == expected
+
+    async def main() -> None:
+        async with MailStore(StoreSettings(data, fsync=False, hostname="t")) as store:
+            try:
+                await go(store)  # no indexer: nothing reaches the full-text index
+            finally:
+                await store.imap.stop_indexer()
+
+    asyncio.run(main())

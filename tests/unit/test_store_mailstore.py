@@ -21,22 +21,12 @@ from kittiwake.store import (
     StoreSettings,
 )
 from kittiwake.store.maildir import split_name
+from support.storefakes import FakePasswords
 
 T = TypeVar("T")
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 MESSAGE = b"From: a@example.net\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\nHello\r\n.dot\r\n"
-
-
-class FakePasswords:
-    def hash(self, password: str) -> str:
-        return "fake$" + password
-
-    def verify(self, stored: str, password: str) -> bool:
-        return stored == "fake$" + password
-
-    def scram(self, password: str) -> str:
-        return "scram$" + password
 
 
 def fake_structure(raw: bytes) -> dict[str, object]:

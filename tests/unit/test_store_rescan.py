@@ -11,21 +11,11 @@ from typing import TypeVar
 import pytest
 
 from kittiwake.store import Directory, MailStore, StoreSettings
+from support.storefakes import FakePasswords
 
 T = TypeVar("T")
 ALICE = "alice@example.com"
 MESSAGE = b"Subject: walk-in\r\n\r\nbody\r\n"
-
-
-class FakePasswords:
-    def hash(self, password: str) -> str:
-        return "fake$" + password
-
-    def verify(self, stored: str, password: str) -> bool:
-        return stored == "fake$" + password
-
-    def scram(self, password: str) -> str:
-        return "scram$" + password
 
 
 def run(fn: Callable[[MailStore], Awaitable[T]], data: Path) -> T:

@@ -66,9 +66,9 @@ class Plan:
                 body = True
                 structure |= _needs_struct(item)
                 seen |= not item.peek
-            else:
+            else:  # BINARY.SIZE: decoded sizes are worked out from the content
                 structure |= bool(item.part)
-                body |= not item.part
+                body = True
         return cls(tuple(items), structure, body, seen, modseq)
 
 
@@ -136,9 +136,8 @@ def binary_size_of(raw: bytes | None, struct: dict[str, Any] | None,
     node = find_part(struct, part)
     if node is None:
         return None
-    if "parts" in node or "msg" in node:
-        return int(node["e"]) - int(node["b"])
-    size = binary_size(node)
+    assert raw is not None
+    size = binary_size(node, raw)
     if size is None:
         raise UnknownCte("unknown transfer encoding")
     return size

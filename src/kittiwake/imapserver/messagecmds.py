@@ -12,6 +12,7 @@ batch, so the FLAGS in the responses are already the new ones.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from typing import TYPE_CHECKING
 
 from kittiwake.imap import builders
@@ -141,27 +142,32 @@ async def _cold(s: Session, view: SelectedMailbox, renderer: fastfetch.Renderer,
                 rows: list[imapcache.FastRow], header: str | None, seen_set: set[int],
                 utf8: list[int]) -> bool:
     """Messages the indexer has not reached: their cache is made now, on every worker
-    process at once (ImapStore.fill_cache), and rendered as if read from it.  Those whose
-    text is not 7-bit, for a UTF-8 client, join `utf8` for the general way."""
-    made = await s.store.fill_cache(view.handle, [r[0] for r in rows])
-    out = []
-    issue = False
-    for row in rows:
-        p = made.get(row[0])
-        seq = view.seq_of(row[0])
-        if p is None or seq is None:
-            issue = True  # the file has gone
-            continue
-        if s.utf8 and not p.ascii:
-            utf8.append(row[0])
-            continue
-        cached: imapcache.FastRow = (
-            row[0], row[1], row[2], row[3], row[4], p.envelope.encode(),
-            p.bodystructure.encode(), p.body.encode(), int(p.ascii),
-            p.common if header == "common" else p.header)
-        out.append(renderer.render(seq, cached, flags_changed=row[0] in seen_set))
-    s.send_raw(b"".join(out))
-    return issue
+    process at once (ImapStore.fill_cache), and rendered as if read from it, a chunk at a
+    time as the workers finish them.  Those whose text is not 7-bit, for a UTF-8 client,
+    join `utf8` for the general way."""
+    by_uid = {r[0]: r for r in rows}
+    done = 0
+    async with contextlib.aclosing(s.store.fill_cache(
+            view.handle, list(by_uid), header=header is not None)) as chunks:
+        async for chunk in chunks:
+            out = []
+            for p in chunk:
+                row = by_uid[p.uid]
+                seq = view.seq_of(p.uid)
+                if seq is None:
+                    continue
+                done += 1
+                if s.utf8 and not p.ascii:
+                    utf8.append(p.uid)
+                    continue
+                cached: imapcache.FastRow = (
+                    row[0], row[1], row[2], row[3], row[4], p.envelope.encode(),
+                    p.bodystructure.encode(), p.body.encode(), int(p.ascii),
+                    p.common if header == "common" else p.header)
+                out.append(renderer.render(seq, cached, flags_changed=row[0] in seen_set))
+            s.send_raw(b"".join(out))
+            await s.drain()
+    return done < len(by_uid)  # some files had gone (or messages were expunged)
 
 
 async def _general(s: Session, view: SelectedMailbox, plan: Plan, rows: list[MessageData],

@@ -16,33 +16,43 @@ they are case-insensitive, and one spelling keeps client caches simple.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["format_body", "format_bodystructure", "format_envelope", "imap_string"]
 
-_LITERAL_NEEDED = re.compile(r"[\r\n]|[^\x01-\x7f]")
-_LITERAL_NEEDED_UTF8 = re.compile(r"[\r\n]")
-_ENVELOPE_ORDER = ("date", "subject", "from", "sender", "reply_to", "to", "cc", "bcc",
-                   "in_reply_to", "message_id")
 # RFC 9051 body-type-mpart needs one body at least; a multipart with none shows this.
 _EMPTY_PART: dict[str, Any] = {"h": 0, "b": 0, "e": 0, "type": "text", "subtype": "plain",
                                "params": [["charset", "US-ASCII"]], "lines": 0}
+
+
+#: Quoted forms of strings already seen, per mode: most strings in a structure (types,
+#: parameter names, charsets, encodings, domains) repeat from message to message.
+_QUOTED: tuple[dict[str, str], dict[str, str]] = ({}, {})
+_QUOTED_MAX = 4096
 
 
 def imap_string(value: str | None, utf8: bool = False) -> str:
     """An IMAP nstring: NIL, a quoted string, or a literal when quoting cannot carry it."""
     if value is None:
         return "NIL"
-    if "\x00" in value:  # CHAR8 excludes NUL even in literals (RFC 9051 §4.3)
-        value = value.replace("\x00", "")
-    pattern = _LITERAL_NEEDED_UTF8 if utf8 else _LITERAL_NEEDED
-    if pattern.search(value):
-        return f"{{{len(value.encode('utf-8'))}}}\r\n{value}"
-    if "\\" in value or '"' in value:
-        value = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{value}"'
+    memo = _QUOTED[utf8]
+    quoted = memo.get(value)
+    if quoted is not None:
+        return quoted
+    text = value
+    if "\x00" in text:  # CHAR8 excludes NUL even in literals (RFC 9051 §4.3)
+        text = text.replace("\x00", "")
+    if "\r" in text or "\n" in text or not (utf8 or text.isascii()):
+        return f"{{{len(text.encode('utf-8'))}}}\r\n{text}"
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    quoted = f'"{text}"'
+    if len(value) <= 64:
+        if len(memo) >= _QUOTED_MAX:
+            memo.clear()
+        memo[value] = quoted
+    return quoted
 
 
 def _upper(value: str | None, utf8: bool) -> str:
@@ -73,24 +83,22 @@ def _language(node: Mapping[str, Any], utf8: bool) -> str:
 def _addresses(addresses: Any, utf8: bool) -> str:
     if not addresses:
         return "NIL"
-    return "(" + "".join(
-        "(" + " ".join(imap_string(member, utf8) for member in address) + ")"
-        for address in addresses
-    ) + ")"
+    out = []
+    for name, adl, mailbox, host in addresses:
+        out.append(f"({imap_string(name, utf8)} {imap_string(adl, utf8)}"
+                   f" {imap_string(mailbox, utf8)} {imap_string(host, utf8)})")
+    return "(" + "".join(out) + ")"
 
 
 def _envelope(env: Mapping[str, Any], utf8: bool) -> str:
-    members = []
-    for key in _ENVELOPE_ORDER:
-        value = env.get(key)
-        if key in ("sender", "reply_to") and not value:
-            # RFC 3501 §7.4.2: absent or empty Sender/Reply-To take the From value.
-            value = env.get("from")
-        if key in ("from", "sender", "reply_to", "to", "cc", "bcc"):
-            members.append(_addresses(value, utf8))
-        else:
-            members.append(imap_string(value, utf8))
-    return "(" + " ".join(members) + ")"
+    get = env.get
+    sender = get("from")
+    # RFC 3501 §7.4.2: absent or empty Sender/Reply-To take the From value.
+    return (f"({imap_string(get('date'), utf8)} {imap_string(get('subject'), utf8)}"
+            f" {_addresses(sender, utf8)} {_addresses(get('sender') or sender, utf8)}"
+            f" {_addresses(get('reply_to') or sender, utf8)} {_addresses(get('to'), utf8)}"
+            f" {_addresses(get('cc'), utf8)} {_addresses(get('bcc'), utf8)}"
+            f" {imap_string(get('in_reply_to'), utf8)} {imap_string(get('message_id'), utf8)})")
 
 
 def format_envelope(struct: Mapping[str, Any], *, utf8: bool = False) -> str:

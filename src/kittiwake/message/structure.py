@@ -22,9 +22,6 @@ node (one MIME entity: the message itself, a body part, an embedded message)
   ``disp``              ``[type, params]`` from Content-Disposition.
   ``lang``              ``[tag, ...]`` from Content-Language.
   ``lines``             int, for text/* and message/rfc822|global bodies.
-  ``bsize``             decoded octets for base64/quoted-printable leaves; None for an
-                        unknown transfer encoding (RFC 3516 UNKNOWN-CTE); absent when
-                        identity (size is ``e - b``).
   ``parts``             list of nodes (multipart, always at least one).
   ``msg``               node of the embedded message (message/rfc822 and message/global);
                         its ``h``..``e`` equal this node's ``b``..``e``.
@@ -45,7 +42,7 @@ from typing import Any
 
 from kittiwake.message.bodystructure import format_body, format_bodystructure, format_envelope
 from kittiwake.message.envelope import ENVELOPE_FIELDS, build_envelope
-from kittiwake.message.headers import FIELD_RE, header_bounds
+from kittiwake.message.headers import header_bounds
 from kittiwake.message.params import get_param, parse_header_value, parse_list, strip_comments
 
 __all__ = [
@@ -88,9 +85,20 @@ _CONTENT_FIELDS = frozenset(
     }
 )
 _MESSAGE_FIELDS = _CONTENT_FIELDS | frozenset(n.encode() for n in ENVELOPE_FIELDS)
+
+
+def _fields_re(names: frozenset[bytes]) -> re.Pattern[bytes]:
+    """A field as `FIELD_RE` reads it (RFC 5322 §2.2, with its folded lines), but only
+    these names, each anchored on the newline before it: the many fields we do not want
+    (Received, DKIM-Signature, ...) are skipped inside the regex engine."""
+    alternatives = b"|".join(re.escape(n) for n in sorted(names))
+    return re.compile(rb"\n(" + alternatives + rb")[ \t]*:(.*(?:\n[ \t].*)*)", re.IGNORECASE)
+
+
+_CONTENT_FIELDS_RE = _fields_re(_CONTENT_FIELDS)
+_MESSAGE_FIELDS_RE = _fields_re(_MESSAGE_FIELDS)
 _TOKEN_RE = re.compile(r"[!#$%&'*+.^_`{|}~0-9A-Za-z-]+")  # RFC 2045 §5.1 token
 _IDENTITY = frozenset({"7bit", "8bit", "binary"})
-_NOT_BASE64 = bytes(c for c in range(256) if not (chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/")))
 _DEFAULT_PARAMS = [["charset", "US-ASCII"]]  # RFC 2045 §5.2 (as in RFC 3501's example)
 
 
@@ -112,13 +120,15 @@ class _Parser:
         self.raw = raw
         self.budget = MAX_PARTS
 
-    def fields(self, start: int, end: int, wanted: frozenset[bytes]) -> dict[str, str]:
+    def fields(self, start: int, end: int, message: bool) -> dict[str, str]:
         """First occurrence of each wanted field (lower-case name -> text value)."""
         found: dict[bytes, bytes] = {}
-        for m in FIELD_RE.finditer(self.raw[start:end]):
+        # The leading newline lets one search jump from line start to line start.
+        rx = _MESSAGE_FIELDS_RE if message else _CONTENT_FIELDS_RE
+        for m in rx.finditer(b"\n" + self.raw[start:end]):
             name, value = m.group(1, 2)
             name = name.lower()
-            if name in wanted and name not in found:
+            if name not in found:
                 found[name] = value[:-1] if value.endswith(b"\r") else value
         return {name.decode("ascii"): _text(value) for name, value in found.items()}
 
@@ -136,7 +146,7 @@ class _Parser:
         self.budget -= 1
         raw = self.raw
         header_end, b = header_bounds(raw, h, e)
-        fields = self.fields(h, header_end, _MESSAGE_FIELDS if is_message else _CONTENT_FIELDS)
+        fields = self.fields(h, header_end, is_message)
         node: Node = {"h": h, "b": b, "e": e}
         ctype, csub, params = _content_type(fields.get("content-type"), digest_child)
         node["type"], node["subtype"] = ctype, csub
@@ -169,29 +179,12 @@ class _Parser:
         else:
             if kind == "text":
                 node["lines"] = self.lines(b, e)
-            self.binary(node)
         return node
 
     def leaf(self, node: Node) -> None:
         """Past the nesting or part limit a container is reported as opaque data."""
         node["type"], node["subtype"] = "application", "octet-stream"
         node.pop("lines", None)
-        self.binary(node)
-
-    def binary(self, node: Node) -> None:
-        """RFC 3516 BINARY.SIZE: the decoded size, computed now so FETCH need not."""
-        enc = node.get("enc", "7bit").lower()
-        if enc in _IDENTITY:
-            return
-        body = self.raw[node["b"] : node["e"]]
-        if enc == "base64":
-            # Decoders skip characters outside the alphabet; each 4 data characters
-            # carry 3 octets and a tail of 2 or 3 carries 1 or 2.
-            node["bsize"] = len(body.translate(None, _NOT_BASE64)) * 3 // 4
-        elif enc == "quoted-printable":
-            node["bsize"] = len(binascii.a2b_qp(body))
-        else:
-            node["bsize"] = None
 
     def multipart(self, b: int, e: int, delimiter: bytes, depth: int, digest: bool) -> list[Node]:
         """Split a multipart body at its delimiter lines (RFC 2046 §5.1.1).
@@ -374,9 +367,22 @@ def body_size(node: Node) -> int:
     return int(node["e"]) - int(node["b"])
 
 
-def binary_size(node: Node) -> int | None:
-    """RFC 3516 BINARY.SIZE of a leaf part; None when its encoding is unknown."""
-    if "bsize" in node:
-        size: int | None = node["bsize"]
-        return size
-    return body_size(node)
+def binary_size(node: Node, raw: bytes) -> int | None:
+    """RFC 3516 BINARY.SIZE of a part of `raw`: what BINARY[part] would send; None when
+    its transfer encoding is unknown or its content undecodable (UNKNOWN-CTE).
+
+    Worked out when asked, not at parse time: decoding every attachment of every
+    message delivered (or walked in) to learn a size clients seldom ask for was a tenth
+    of the parse; Dovecot too computes it on demand."""
+    enc = str(node.get("enc", "7bit")).lower()
+    if "parts" in node or "msg" in node or enc in _IDENTITY:
+        return body_size(node)
+    content = raw[node["b"] : node["e"]]
+    try:
+        if enc == "base64":
+            return len(binascii.a2b_base64(content))
+        if enc == "quoted-printable":
+            return len(binascii.a2b_qp(content))
+    except (binascii.Error, ValueError):
+        return None
+    return None

@@ -108,15 +108,14 @@ def cached(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]) -> di
             for uid, env, bs, body, a, h in rows if uid in keep}
 
 
-def cached_uids(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]) -> set[int]:
-    """Which of these messages the indexer has done (they are in the full-text index)."""
-    if not uids:
-        return set()
-    lo, hi = min(uids), max(uids)
-    done = {r[0] for r in conn.execute(
-        "SELECT uid FROM imap_cache WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
-        (mailbox_id, lo, hi))}
-    return done if len(uids) == hi - lo + 1 and len(done) <= len(uids) else done & set(uids)
+def indexed_uids(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]) -> set[int]:
+    """Which of these messages are in the full-text index: those up to the indexer's mark.
+    (Not "those with a cache row": a session's own FETCH fills the cache ahead of the
+    indexer, and those messages are not in the full-text index yet.)"""
+    row = conn.execute("SELECT indexed_uid FROM index_state WHERE mailbox_id = ?",
+                       (mailbox_id,)).fetchone()
+    mark = row[0] if row is not None else 0
+    return {u for u in uids if u <= mark}
 
 
 # ---------------------------------------------------------------------------- header fields

@@ -28,7 +28,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -73,6 +73,25 @@ def structure_version_ok(struct: object) -> bool:
     return isinstance(struct, dict) and struct.get("v") == SCHEMA_VERSION
 
 
+#: Messages per worker call when a session fills the cache itself (see fill_cache).
+FILL_CHUNK = 512
+#: FETCHes of at most this many messages try to read their files on the loop's thread.
+INLINE_READS = 4
+
+
+def _cache_writer(mailbox_id: int, prepared: list[Prepared]) -> Callable[[sqlite3.Connection], None]:
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cache_rows(conn, mailbox_id, prepared)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    return write
+
+
 class ImapStore:
     def __init__(self, store: MailStore) -> None:
         self._store = store
@@ -107,12 +126,15 @@ class ImapStore:
         return await loop.run_in_executor(self._worker_threads, self.workers.call, name,
                                           *args)
 
-    async def fill_cache(self, handle: MailboxHandle,
-                         uids: Sequence[int]) -> dict[int, Prepared]:
+    async def fill_cache(self, handle: MailboxHandle, uids: Sequence[int], *,
+                         header: bool) -> AsyncGenerator[list[Prepared], None]:
         """The response cache of messages the indexer has not reached (walked in, just
         delivered), made now for a client that asked (FETCH ENVELOPE of a mailbox opened
-        for the first time), on every worker at once, and written back in the background.
-        The indexer waits meanwhile: this client is waiting."""
+        for the first time): on every worker at once, yielded in UID order a chunk at a
+        time so the session writes while the workers go on, and written back in the
+        background.  `header`: the header block is wanted too (HEADER.FIELDS items).
+        The indexer waits meanwhile: this client is waiting.  Use with
+        `contextlib.aclosing`, so an early exit lets the indexer go again."""
         root = self._mail_root
 
         def rows(conn: sqlite3.Connection) -> tuple[str, list[Any]]:
@@ -123,30 +145,32 @@ class ImapStore:
             return str(folder), found
 
         self.interactive += 1
+        tasks: list[asyncio.Future[Any]] = []
         try:
             folder, items = await self._read(rows)
-            step = max(25, -(-len(items) // (4 * self.workers.size)))
-            parts = await asyncio.gather(*(
-                self.run_worker("prepare", folder, items[i : i + step], False)
-                for i in range(0, len(items), step)))
+            # Chunks small enough that the first comes back soon, enough of them to keep
+            # every worker busy.
+            step = max(25, min(FILL_CHUNK, -(-len(items) // (4 * self.workers.size))))
+            tasks = [asyncio.ensure_future(self.run_worker(
+                "prepare", folder, items[i : i + step], False, header))
+                for i in range(0, len(items), step)]
+            for task in tasks:
+                prepared: list[Prepared] = await task
+                if prepared:
+                    self._in_background(self._write(_cache_writer(handle.id, prepared)))
+                yield prepared
         finally:
+            for task in tasks:
+                task.cancel()
             self.interactive -= 1
             self.last_interactive = asyncio.get_running_loop().time()
-        prepared = [p for part in parts for p in part]
-        if prepared:
-            def write(conn: sqlite3.Connection) -> None:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cache_rows(conn, handle.id, prepared)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
 
-            task = asyncio.get_running_loop().create_task(self._write(write))
-            self._background.add(task)
-            task.add_done_callback(self._background_done)
-        return {p.uid: p for p in prepared}
+    def _in_background(self, write: Awaitable[None]) -> None:
+        """A cache write the client need not wait for (the committer may be busy with the
+        indexer's); logged if it fails."""
+        task = asyncio.ensure_future(write)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
 
     def kick_indexer(self) -> None:
         self.indexer.kick()
@@ -309,8 +333,9 @@ class ImapStore:
         return await self._read(lambda conn: messageops.deleted_uids(conn, handle.id))
 
     async def state(self, handle: MailboxHandle) -> tuple[int, int] | None:
-        """(HIGHESTMODSEQ, UIDNEXT), None when the mailbox was deleted: the cheap poll."""
-        return await self._read(lambda conn: messageops.state(conn, handle.id))
+        """(HIGHESTMODSEQ, UIDNEXT), None when the mailbox was deleted: the cheap poll,
+        one row by key, read on the loop's thread (MailStore._read_now)."""
+        return self._store._read_now(lambda conn: messageops.state(conn, handle.id))
 
     async def states(self, ids: Iterable[int]) -> dict[int, tuple[int, int]]:
         """`state` of many mailboxes in one read: the IDLE watcher's poll."""
@@ -337,7 +362,7 @@ class ImapStore:
             folder = messageops.folder_of(conn, root, handle.id)
             usable = [i for i, q in enumerate(queries) if fts.usable(q)]
             if usable and fts.available(conn) and fts.rowid(handle.uidvalidity, 1):
-                indexed = imapcache.cached_uids(conn, handle.id, uids)
+                indexed = imapcache.indexed_uids(conn, handle.id, uids)
             else:
                 usable, indexed = [], set()
             out: list[set[int]] = [set() for _ in queries]
@@ -372,10 +397,24 @@ class ImapStore:
     async def message_files(self, handle: MailboxHandle, uids: Sequence[int], *,
                             structure: bool, budget: int,
                             ) -> tuple[list[MessageData], list[bytes | None] | None]:
-        """Rows and, when together they are at most `budget` octets, the files' bytes, in
-        one trip to the reader pool (FETCH of one or a few bodies); else the bytes are
-        None and the caller reads them in parts."""
+        """Rows and, when together they are at most `budget` octets, the files' bytes (FETCH
+        of one or a few bodies); else the bytes are None and the caller reads them in
+        parts.  A few messages whose files are in the page cache are read right here
+        (the common case: a client opening a message); the rest in one trip to the
+        reader pool."""
         root = self._mail_root
+        if len(uids) <= INLINE_READS:
+            def now(conn: sqlite3.Connection) -> tuple[list[MessageData], list[bytes | None] | None] | None:
+                rows = messageops.message_data(conn, handle.id, uids, structure=structure)
+                if sum(r.size for r in rows) > budget:
+                    return None
+                raws = messageops.read_files_cached(messageops.folder_of(conn, root, handle.id),
+                                                    rows)
+                return (rows, raws) if raws is not None else None
+
+            done = self._store._read_now(now)
+            if done is not None:
+                return done
 
         def run(conn: sqlite3.Connection) -> tuple[list[MessageData], list[bytes | None] | None]:
             rows = messageops.message_data(conn, handle.id, uids, structure=structure)
@@ -424,10 +463,8 @@ class ImapStore:
         if parsed:
             # Cached for next time without making this FETCH wait for the committer (the
             # indexer may be keeping it busy): a background write, logged if it fails.
-            task = asyncio.get_running_loop().create_task(self._write(
+            self._in_background(self._write(
                 lambda conn: messageops.save_structures(conn, handle.id, parsed)))
-            self._background.add(task)
-            task.add_done_callback(self._background_done)
         return out
 
     def _background_done(self, task: asyncio.Task[None]) -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH = 200
+BATCH = 100
 COMMIT_CHUNK = 25  # documents per write transaction (see _batch)
 IDLE_POLL = 5.0  # seconds between looks for work nobody told us about (other processes)
 GRACE = 2.0  # seconds the indexer waits after a session's own fill_cache
@@ -184,10 +184,10 @@ def cache_rows(conn: sqlite3.Connection, mailbox_id: int, prepared: list[Prepare
           int(p.ascii)) for p in done])
     conn.executemany(
         "INSERT OR REPLACE INTO imap_header (mailbox_id, uid, header) VALUES (?, ?, ?)",
-        [(mailbox_id, p.uid, p.header) for p in done])
+        [(mailbox_id, p.uid, p.header) for p in done if p.header is not None])
     conn.executemany(
         "INSERT OR REPLACE INTO imap_common (mailbox_id, uid, common) VALUES (?, ?, ?)",
-        [(mailbox_id, p.uid, p.common) for p in done])
+        [(mailbox_id, p.uid, p.common) for p in done if p.common is not None])
     conn.executemany(
         "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
         [(p.structure, mailbox_id, p.uid) for p in done if p.structure])

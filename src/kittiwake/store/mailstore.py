@@ -277,3 +277,13 @@ class MailStore:
 
     def _with_conn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return fn(self._reader_conns.get())
+
+    def _read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A read on the calling thread (the event loop's), with that thread's own
+        connection.  Only for lookups by key on a hot index, which take a few
+        microseconds: the hop to the reader pool and back costs more (~130 µs on a small
+        VM), and a session's NOOP or one-message FETCH would mostly be that hop.  WAL
+        readers never wait for the writer."""
+        if self._readers is None:
+            raise StoreClosed("mail store is not started")
+        return fn(self._reader_conns.get())

@@ -211,6 +211,33 @@ def read_files(folder: Path, messages: Sequence[MessageData]) -> list[bytes | No
     return out
 
 
+def read_files_cached(folder: Path, messages: Sequence[MessageData]) -> list[bytes | None] | None:
+    """`read_files` without waiting for the disk: None as soon as a file is not wholly in
+    the page cache (preadv2 RWF_NOWAIT), so the caller can read them on a pool thread
+    instead of stalling the event loop."""
+    out: list[bytes | None] = []
+    for m in messages:
+        path = maildir.locate(folder, m.filename, m.flags)
+        if path is None:
+            out.append(None)
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # renamed meanwhile: the pool's read_files retries
+        try:
+            size = os.fstat(fd).st_size
+            buf = bytearray(size)
+            if size and os.preadv(fd, [buf], 0, os.RWF_NOWAIT) != size:
+                return None
+        except OSError:  # EAGAIN: not cached; EOPNOTSUPP: a file system without it
+            return None
+        finally:
+            os.close(fd)
+        out.append(bytes(buf))
+    return out
+
+
 def save_structures(conn: sqlite3.Connection, mailbox_id: int, items: Sequence[tuple[int, str]]) -> None:
     """Cache structures parsed on demand (rows walked in before a parser existed, or whose
     cached schema is stale).  Not a change a client can see, so no modseq."""

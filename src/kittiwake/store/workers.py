@@ -21,9 +21,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kittiwake.store import fts, maildir
 from kittiwake.store.imapcache import common_fields
@@ -34,23 +33,27 @@ log = logging.getLogger(__name__)
 Item = tuple[int, str, tuple[str, ...], str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What one message contributes to the response cache and the full-text index."""
+class Prepared(NamedTuple):
+    """What one message contributes to the response cache and the full-text index.  A
+    named tuple: it crosses the worker pipe by the thousand, and pickles as a tuple (a
+    slotted dataclass pickles through `dataclasses.fields`, several times slower)."""
 
     uid: int
-    structure: str | None  # JSON, when the row had none (or an old schema)
+    structure: str | None  # JSON, when the row had none (or an old schema) and it was asked
     envelope: str
     bodystructure: str
     body: str
     ascii: bool
-    header: bytes
-    common: bytes  # the header's COMMON_FIELDS lines (imapcache.py)
+    header: bytes | None  # None when not asked for
+    common: bytes | None  # the header's COMMON_FIELDS lines (imapcache.py)
     document: tuple[str, ...] | None  # full-text columns (fts.py); None when not asked
 
 
-def prepare(folder: str, items: Sequence[Item], fulltext: bool = True) -> list[Prepared]:
-    """Read, parse what is missing, format, extract text.  Messages whose file has gone
+def prepare(folder: str, items: Sequence[Item], fulltext: bool = True,
+            header: bool = True) -> list[Prepared]:
+    """Read, parse what is missing, format, extract text and serialise a new structure
+    (`fulltext`: the indexer's whole job), cut the header block (`header`).  A session's
+    own fill (neither) computes only what its FETCH shows.  Messages whose file has gone
     are left out."""
     from kittiwake.message.bodystructure import (
         format_body,
@@ -61,28 +64,37 @@ def prepare(folder: str, items: Sequence[Item], fulltext: bool = True) -> list[P
 
     out: list[Prepared] = []
     root = Path(folder)
+    cur = os.path.join(folder, "cur")
     for uid, base, flags, structure in items:
-        path = maildir.locate(root, base, flags)
-        if path is None:
-            continue
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            continue
+        raw = _read(os.path.join(cur, maildir.file_name(base, flags)))
+        if raw is None:  # renamed by another reader, or still in new/
+            path = maildir.locate(root, base, flags)
+            raw = _read(str(path)) if path is not None else None
+            if raw is None:
+                continue
         struct: Any = json.loads(structure) if structure else None
         new_json = None
         if not isinstance(struct, dict) or struct.get("v") != SCHEMA_VERSION:
             struct = parse_structure(raw)
-            new_json = json.dumps(struct, separators=(",", ":"))
+            if fulltext:
+                new_json = json.dumps(struct, separators=(",", ":"))
         envelope = format_envelope(struct)
         bodystructure = format_bodystructure(struct)
         body = format_body(struct)
-        ascii_only = (envelope + bodystructure).isascii()
-        header = raw[: struct.get("b", 0)]
-        out.append(Prepared(uid, new_json, envelope, bodystructure, body, ascii_only, header,
-                            common_fields(header),
+        ascii_only = envelope.isascii() and bodystructure.isascii()
+        block = raw[: struct.get("b", 0)] if header else None
+        out.append(Prepared(uid, new_json, envelope, bodystructure, body, ascii_only, block,
+                            common_fields(block) if block is not None else None,
                             fts.document(raw, struct) if fulltext else None))
     return out
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {"prepare": prepare}

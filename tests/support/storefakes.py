@@ -1,0 +1,31 @@
+"""Stand-ins shared by the store's unit tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kittiwake.store import Directory
+
+
+class FakePasswords:
+    """Instant stand-in for argon2id/SCRAM: the directory only stores what it is given."""
+
+    def hash(self, password: str) -> str:
+        return "fake$" + password
+
+    def verify(self, stored: str, password: str) -> bool:
+        return stored == "fake$" + password
+
+    def scram(self, password: str) -> str:
+        return "SCRAM-SHA-256$fake$" + password
+
+
+def data_dir_with(tmp_path: Path, *accounts: str) -> Path:
+    """A data directory whose directory holds these accounts (and their domains)."""
+    with Directory(tmp_path / "kittiwake.db", passwords=FakePasswords(), durable=False) as d:
+        for address in accounts:
+            domain = address.rpartition("@")[2]
+            if not d.is_local_domain(domain):
+                d.add_domain(domain)
+            d.add_account(address, "pw")
+    return tmp_path
