@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
-from kittiwake.store import Directory
+from kittiwake.store import Directory, MailStore, StoreSettings
+
+T = TypeVar("T")
 
 
 class FakePasswords:
@@ -29,3 +34,13 @@ def data_dir_with(tmp_path: Path, *accounts: str) -> Path:
                 d.add_domain(domain)
             d.add_account(address, "pw")
     return tmp_path
+
+
+def run_store(data: Path, fn: Callable[[MailStore], Awaitable[T]]) -> T:
+    """Run `fn` against a started store on `data` (no fsync: tests)."""
+
+    async def main() -> T:
+        async with MailStore(StoreSettings(data, fsync=False, hostname="t")) as store:
+            return await fn(store)
+
+    return asyncio.run(main())

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from kittiwake.store import AlreadyExists, Directory, MailStore, NotFound, StoreSettings
+from kittiwake.store import AlreadyExists, Directory, MailStore, NotFound
 from kittiwake.store.imaptypes import (
     CannotDoThat,
     MailboxHasChildren,
@@ -22,6 +21,7 @@ from kittiwake.store.imaptypes import (
 from kittiwake.store.mailboxops import _decode_folder
 from kittiwake.store.maildir import split_name
 from support.storefakes import FakePasswords, data_dir_with
+from support.storefakes import run_store as run
 
 T = TypeVar("T")
 ALICE = "alice@example.com"
@@ -31,14 +31,6 @@ MSG = b"From: a@example.net\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\nHello
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     return data_dir_with(tmp_path, ALICE)
-
-
-def run(data: Path, fn: Callable[[MailStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with MailStore(StoreSettings(data, fsync=False, hostname="t")) as store:
-            return await fn(store)
-
-    return asyncio.run(main())
 
 
 def folder(data: Path, name: str = "") -> Path:

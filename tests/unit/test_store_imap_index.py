@@ -15,7 +15,7 @@ import pytest
 
 from kittiwake.message.bodystructure import format_bodystructure, format_envelope
 from kittiwake.message.structure import parse_structure
-from kittiwake.store import MailStore, StoreSettings, fts
+from kittiwake.store import MailStore, StoreSettings, fts, indexer
 from kittiwake.store import search as content
 from kittiwake.store.messageops import folder_of
 from support.storefakes import data_dir_with
@@ -177,3 +177,71 @@ def test_search_is_right_for_messages_a_fetch_cached_ahead_of_the_indexer(data: 
                 await store.imap.stop_indexer()
 
     asyncio.run(main())
+
+
+async def _compacted(store: MailStore, rows: int, timeout: float = 30.0) -> None:
+    """Wait for the index to be compacted down to `rows` rows."""
+    imap = store.imap
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    count = -1
+    while loop.time() < deadline:
+        imap.kick_indexer()
+        count = await imap._read(lambda c: c.execute("SELECT COUNT(*) FROM fts").fetchone()[0])
+        if count == rows and not await imap._read(fts.rebuilding):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the index still has {count} rows")
+
+
+def test_full_text_index_is_compacted_once_mostly_dead(data: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Contentless FTS5 rows cannot be deleted (SQLite < 3.43): once expunged messages
+    outnumber live ones the index is rebuilt, and answers stay those of a scan."""
+    monkeypatch.setattr(fts, "COMPACT_MIN_DEAD", 0)
+    monkeypatch.setattr(indexer, "COMPACT_CHECK", 0.0)
+
+    async def go(store: MailStore) -> None:
+        imap = store.imap
+        for msg in corpus():
+            await store.deliver(ALICE, msg)
+        assert await imap.indexer.idle(30)
+        box = await imap.mailbox(ALICE, "INBOX")
+        await imap.expunge(box, list(range(1, 31)))
+        await _compacted(store, 10)
+        uids = list(range(31, 41))
+        rows = await imap.message_data(box, uids, structure=False)
+        folder = await imap._read(lambda conn: folder_of(conn, store.settings.mail_root,
+                                                         box.id))
+        assert await imap.search(box, uids, QUERIES) == content.scan(folder, rows, QUERIES)
+
+    run(data, go)
+
+
+def test_messages_indexed_during_a_compaction_are_in_the_new_index(
+        data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fts, "COMPACT_MIN_DEAD", 0)
+
+    async def go(store: MailStore) -> None:
+        imap = store.imap
+        mail = corpus()
+        for msg in mail[:20]:
+            await store.deliver(ALICE, msg)
+        assert await imap.indexer.idle(30)
+        box = await imap.mailbox(ALICE, "INBOX")
+        await imap.expunge(box, list(range(1, 16)))
+        assert await imap._write(fts.start_compaction)
+        # Searches keep using the old index while the copy is built.
+        uids = list(range(16, 21))
+        rows = await imap.message_data(box, uids, structure=False)
+        folder = await imap._read(lambda conn: folder_of(conn, store.settings.mail_root,
+                                                         box.id))
+        assert await imap.search(box, uids, QUERIES) == content.scan(folder, rows, QUERIES)
+        for msg in mail[20:30]:
+            await store.deliver(ALICE, msg)
+        await _compacted(store, 15)
+        uids = list(range(16, 31))
+        rows = await imap.message_data(box, uids, structure=False)
+        assert await imap.search(box, uids, QUERIES) == content.scan(folder, rows, QUERIES)
+
+    run(data, go)

@@ -214,7 +214,8 @@ class ImapStore:
         """LIST data; with `discover`, folders copied into the Maildir++ tree are adopted
         first (a write, so only when the caller asks: at LIST, not at every STATUS)."""
         if discover:
-            await self._write(lambda conn: mailboxops.discover(conn, self._mail_root, account))
+            await self._write(lambda conn: mailboxops.discover(conn, self._mail_root, account,
+                                                                durable=self._durable))
         return await self._read(lambda conn: mailboxops.listing(conn, account))
 
     async def create_mailbox(self, account: str, name: str,

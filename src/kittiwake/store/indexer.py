@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kittiwake.store import fts
+from kittiwake.store import fts, messageops
 from kittiwake.store.index import MailboxRef
 from kittiwake.store.workers import Prepared
 
@@ -33,6 +33,7 @@ BATCH = 100
 COMMIT_CHUNK = 25  # documents per write transaction (see _batch)
 IDLE_POLL = 5.0  # seconds between looks for work nobody told us about (other processes)
 GRACE = 2.0  # seconds the indexer waits after a session's own fill_cache
+COMPACT_CHECK = 600.0  # seconds between looks at the full-text index's dead rows (fts.py)
 
 
 def _pending(conn: sqlite3.Connection) -> list[tuple[int, int, int]]:
@@ -48,6 +49,7 @@ class Indexer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._fts = False
+        self._checked = -1e9  # loop time of the last look at the index's dead rows
         self.indexed = 0  # messages done by this process (tests, logs)
 
     def kick(self) -> None:
@@ -83,13 +85,14 @@ class Indexer:
                 work = await self._imap._read(_pending)
                 for mailbox_id, validity, mark in work:
                     await self._batch(mailbox_id, validity, mark)
+                busy = bool(work) or (self._fts and await self._compact())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("event=index_failed")
                 await asyncio.sleep(IDLE_POLL)
                 continue
-            if not work:
+            if not busy:
                 try:
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
                 except TimeoutError:
@@ -118,11 +121,7 @@ class Indexer:
         folder, found, uidnext = got
         items = [(uid, name, tuple(flags.split()), structure)
                  for uid, name, flags, structure in found]
-        # A client waiting on fill_cache goes first, and keeps the cores for a moment
-        # after each of its batches (a FETCH over 100,000 messages is many of them).
-        loop = asyncio.get_running_loop()
-        while self._imap.interactive or loop.time() - self._imap.last_interactive < GRACE:
-            await asyncio.sleep(0.1)
+        await self._wait_for_sessions()
         prepared: list[Prepared] = (
             await self._imap.run_worker("prepare", folder, items, True) if items else [])
         # Done up to the last row read; with none left, up to UIDNEXT - 1 (the highest UIDs
@@ -139,6 +138,51 @@ class Indexer:
             await self._imap._write(self._committer(mailbox_id, validity, done, mark))
         self.indexed += len(prepared)
 
+    async def _compact(self) -> bool:
+        """A step of the full-text index's compaction (fts.py) when there is nothing new
+        to index: start one when due, copy a batch, or swap the copy in.  True while it
+        has more to do."""
+        loop = asyncio.get_running_loop()
+        if not await self._imap._read(fts.rebuilding):
+            if loop.time() - self._checked < COMPACT_CHECK:
+                return False
+            self._checked = loop.time()
+            if not await self._imap._write(fts.start_compaction):
+                return False
+        work = await self._imap._write(lambda conn: fts.rebuild_work(conn, BATCH))
+        if work is None:
+            await self._imap._write(fts.finish_compaction)
+            return False
+        mailbox_id, validity, done, rows = work
+        await self._wait_for_sessions()
+        folder = await self._imap._read(lambda conn: str(messageops.folder_of(
+            conn, self._imap._store.settings.mail_root, mailbox_id)))
+        items = [(uid, name, tuple(flags.split()), structure)
+                 for uid, name, flags, structure in rows]
+        docs: list[tuple[int, tuple[str, ...]]] = (
+            await self._imap.run_worker("documents", folder, items) if items else [])
+        rows_out = [(rid, doc) for uid, doc in docs
+                    if (rid := fts.rowid(validity, uid)) is not None]
+
+        def commit(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                fts.rebuild_commit(conn, mailbox_id, done, rows_out)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._imap._write(commit)
+        return True
+
+    async def _wait_for_sessions(self) -> None:
+        """A client waiting on fill_cache goes first, and keeps the cores for a moment
+        after each of its batches (a FETCH over 100,000 messages is many of them)."""
+        loop = asyncio.get_running_loop()
+        while self._imap.interactive or loop.time() - self._imap.last_interactive < GRACE:
+            await asyncio.sleep(0.1)
+
     def _committer(self, mailbox_id: int, validity: int, prepared: list[Prepared],
                    new_mark: int) -> Callable[[sqlite3.Connection], None]:
         use_fts = self._fts
@@ -153,8 +197,11 @@ class Indexer:
                      prepared[-1].uid if prepared else 0))}
                 done = [p for p in prepared if p.uid in live]
                 if use_fts:
-                    fts.insert(conn, [(rid, p.document) for p in done if p.document
-                                      and (rid := fts.rowid(validity, p.uid)) is not None])
+                    docs = [(rid, p.document) for p in done if p.document
+                            and (rid := fts.rowid(validity, p.uid)) is not None]
+                    fts.insert(conn, docs)
+                    if done and fts.also_next(conn, mailbox_id, done[0].uid):
+                        fts.insert(conn, docs, fts.NEXT)  # a compaction is under way
                 conn.execute(
                     "INSERT INTO index_state (mailbox_id, indexed_uid) VALUES (?, ?)"
                     " ON CONFLICT (mailbox_id) DO UPDATE SET indexed_uid ="

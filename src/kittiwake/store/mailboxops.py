@@ -26,6 +26,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from kittiwake.imap import mutf7
 from kittiwake.store import maildir
 from kittiwake.store.addresses import account_dir, fold
 from kittiwake.store.errors import AlreadyExists, InvalidMailboxName, NotFound
@@ -283,14 +284,79 @@ def _decode_folder(dirname: str) -> str | None:
                           for p in parts)
 
 
-def discover(conn: sqlite3.Connection, mail_root: Path, account: str) -> list[str]:
+def _from_mutf7(name: str) -> str | None:
+    """The Unicode name behind a folder that Dovecot wrote in modified UTF-7 (its default
+    without the UTF8 option in mail_location), or None to keep the name as it is.
+
+    Only a part that round-trips counts as mUTF-7: "R&D" has no valid shift and is kept,
+    while "R&-D" is Dovecot's spelling of "R&D".  Each hierarchy part is judged alone,
+    because Dovecot encodes each one alone."""
+    parts = name.split(SEPARATOR)
+    decoded = []
+    for part in parts:
+        if "&" not in part:
+            decoded.append(part)
+            continue
+        try:
+            plain = mutf7.decode(part)
+        except ValueError:
+            decoded.append(part)
+            continue
+        decoded.append(plain if mutf7.encode(plain) == part else part)
+    if decoded == parts:
+        return None
+    unicode_name = SEPARATOR.join(decoded)
+    try:
+        _check_name(unicode_name)  # a shift can hide control characters
+    except InvalidMailboxName:
+        return None
+    return unicode_name
+
+
+def _adopt_mutf7(root: Path, entry: str, name: str, known: set[str], *,
+                 durable: bool) -> str:
+    """Move a Dovecot folder to the directory Kittiwake uses for its Unicode name, so
+    IMAP shows "Entwürfe" rather than "Entw&APw-rfe"; returns the name to adopt, or ""
+    when the folder must stay untouched.  Never overwrites: an existing target (or a row
+    already holding the Unicode name) means two folders claim one name, which a person
+    has to sort out."""
+    unicode_name = _from_mutf7(name)
+    if unicode_name is None:
+        return name
+    target = maildir.folder_dir(root, unicode_name)
+    taken = unicode_name in known or canonical_name(unicode_name) == maildir.INBOX
+    if taken or os.path.lexists(target):
+        log.warning("folder not adopted account_dir=%s folder=%s: %r already exists",
+                    root, entry, unicode_name)
+        return ""
+    try:
+        os.rename(root / entry, target)
+    except OSError as e:  # e.g. the target appeared meanwhile (ENOTEMPTY): keep both
+        log.warning("folder not adopted account_dir=%s folder=%s: rename failed: %s",
+                    root, entry, e)
+        return ""
+    if durable:
+        # Before the row commits: a row must never name a folder a crash could undo.
+        maildir.fsync_dir(root)
+    log.info("folder renamed from modified UTF-7 account_dir=%s from=%s to=%s",
+             root, entry, target.name)
+    return unicode_name
+
+
+def discover(
+    conn: sqlite3.Connection, mail_root: Path, account: str, *, durable: bool = True
+) -> list[str]:
     """Adopt Maildir++ folders that exist on disk without a row (copied in from another
     server, or left by a crash during DELETE): the walk-in of whole folders.  Returns the
-    names added; their messages get UIDs at the first SELECT/STATUS rescan."""
+    names added; their messages get UIDs at the first SELECT/STATUS rescan.
+
+    Folders Dovecot named in modified UTF-7 are renamed on disk to their Unicode name
+    first (see `_adopt_mutf7`).  Maildir++ folders are flat siblings, so each directory is
+    renamed on its own and a renamed superior cannot strand its inferiors."""
     account_id = _account_id(conn, account)
     root = account_dir(mail_root, fold(account))
     try:
-        entries = [e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False)]
+        entries = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
     except FileNotFoundError:
         return []
     known = {
@@ -306,7 +372,9 @@ def discover(conn: sqlite3.Connection, mail_root: Path, account: str) -> list[st
         except InvalidMailboxName:
             continue
         if maildir.is_maildir(root / entry) and maildir.folder_dir(root, name) == root / entry:
-            found.append(name)
+            name = _adopt_mutf7(root, entry, name, known, durable=durable)
+            if name:
+                found.append(name)
     if not found:
         return []
     # Superiors first, so a hierarchy is adopted whole.

@@ -60,24 +60,14 @@ def prepare(folder: str, items: Sequence[Item], fulltext: bool = True,
         format_bodystructure,
         format_envelope,
     )
-    from kittiwake.message.structure import SCHEMA_VERSION, parse_structure
 
     out: list[Prepared] = []
-    root = Path(folder)
-    cur = os.path.join(folder, "cur")
     for uid, base, flags, structure in items:
-        raw = _read(os.path.join(cur, maildir.file_name(base, flags)))
-        if raw is None:  # renamed by another reader, or still in new/
-            path = maildir.locate(root, base, flags)
-            raw = _read(str(path)) if path is not None else None
-            if raw is None:
-                continue
-        struct: Any = json.loads(structure) if structure else None
-        new_json = None
-        if not isinstance(struct, dict) or struct.get("v") != SCHEMA_VERSION:
-            struct = parse_structure(raw)
-            if fulltext:
-                new_json = json.dumps(struct, separators=(",", ":"))
+        loaded = _load(folder, base, flags, structure)
+        if loaded is None:
+            continue
+        raw, struct, parsed = loaded
+        new_json = json.dumps(struct, separators=(",", ":")) if parsed and fulltext else None
         envelope = format_envelope(struct)
         bodystructure = format_bodystructure(struct)
         body = format_body(struct)
@@ -89,6 +79,35 @@ def prepare(folder: str, items: Sequence[Item], fulltext: bool = True,
     return out
 
 
+def documents(folder: str, items: Sequence[Item]) -> list[tuple[int, tuple[str, ...]]]:
+    """Full-text documents alone (the index's compaction: the cache is already there)."""
+    out = []
+    for uid, base, flags, structure in items:
+        loaded = _load(folder, base, flags, structure)
+        if loaded is not None:
+            out.append((uid, fts.document(loaded[0], loaded[1])))
+    return out
+
+
+def _load(folder: str, base: str, flags: tuple[str, ...],
+          structure: str | None) -> tuple[bytes, dict[str, Any], bool] | None:
+    """A message's bytes and structure (cached, else parsed: the flag says which); None
+    when its file has gone.  The file is opened by the name its flags predict, looked for
+    only when another reader renamed it (or it is still in new/)."""
+    from kittiwake.message.structure import SCHEMA_VERSION, parse_structure
+
+    raw = _read(os.path.join(folder, "cur", maildir.file_name(base, flags)))
+    if raw is None:
+        path = maildir.locate(Path(folder), base, flags)
+        raw = _read(str(path)) if path is not None else None
+        if raw is None:
+            return None
+    struct: Any = json.loads(structure) if structure else None
+    if isinstance(struct, dict) and struct.get("v") == SCHEMA_VERSION:
+        return raw, struct, False
+    return raw, parse_structure(raw), True
+
+
 def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
@@ -97,7 +116,7 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-FUNCTIONS: dict[str, Callable[..., Any]] = {"prepare": prepare}
+FUNCTIONS: dict[str, Callable[..., Any]] = {"prepare": prepare, "documents": documents}
 
 
 def serve() -> None:
