@@ -135,12 +135,17 @@ def counts(conn: sqlite3.Connection) -> tuple[int, int]:
     return int(rows), int(live)
 
 
-def start_compaction(conn: sqlite3.Connection) -> bool:
-    """Begin a rebuild when the index is more dead than alive; True if one began."""
+def compaction_due(conn: sqlite3.Connection) -> bool:
+    """Whether the index is more dead than alive (a read: two counts)."""
     if rebuilding(conn):
         return False
     rows, live = counts(conn)
-    if rows - live < max(live, COMPACT_MIN_DEAD, 1):
+    return rows - live >= max(live, COMPACT_MIN_DEAD, 1)
+
+
+def start_compaction(conn: sqlite3.Connection) -> bool:
+    """Begin a rebuild (see `compaction_due`); False if one is under way already."""
+    if rebuilding(conn):
         return False
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -154,7 +159,7 @@ def start_compaction(conn: sqlite3.Connection) -> bool:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    log.info("event=fts_compaction_started rows=%d live=%d", rows, live)
+    log.info("event=fts_compaction_started")
     return True
 
 

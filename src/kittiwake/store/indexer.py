@@ -147,7 +147,9 @@ class Indexer:
             if loop.time() - self._checked < COMPACT_CHECK:
                 return False
             self._checked = loop.time()
-            if not await self._imap._write(fts.start_compaction):
+            # Counted on a reader (a scan of the index): the committer is not held up.
+            if not (await self._imap._read(fts.compaction_due)
+                    and await self._imap._write(fts.start_compaction)):
                 return False
         work = await self._imap._write(lambda conn: fts.rebuild_work(conn, BATCH))
         if work is None:
