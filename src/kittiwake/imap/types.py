@@ -8,8 +8,9 @@ the store without anyone mutating it underneath the session.
 
 from __future__ import annotations
 
+import bisect
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
@@ -102,7 +103,20 @@ class SequenceSet:
         return merged
 
     def contains(self, number: int, largest: int) -> bool:
-        return any(lo <= number <= hi for lo, hi in self.resolve(largest))
+        return self.matcher(largest)(number)
+
+    def matcher(self, largest: int) -> Callable[[int], bool]:
+        """`contains` for testing many numbers: the set is resolved once, each test is a
+        binary search.  A set may have thousands of ranges, and resolving it sorts them,
+        so `contains` per message of a large mailbox would be quadratic."""
+        ranges = self.resolve(largest)
+        starts = [lo for lo, _ in ranges]
+
+        def member(number: int) -> bool:
+            i = bisect.bisect_right(starts, number) - 1
+            return i >= 0 and number <= ranges[i][1]
+
+        return member
 
     def iter(self, largest: int) -> Iterator[int]:
         """Every number of the set, ascending, capped at ``largest`` (message numbers)."""

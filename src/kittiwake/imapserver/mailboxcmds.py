@@ -12,7 +12,6 @@ can draw the tree.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from kittiwake.imap import builders
@@ -58,8 +57,15 @@ async def create(s: Session, cmd: c.Create) -> Tagged:
 
 async def delete(s: Session, cmd: c.Delete) -> Tagged:
     assert s.account is not None
+    selected: int | None = None
+    if s.selected is not None:
+        # By id, not name: the selected mailbox may have been renamed since SELECT.
+        try:
+            selected = (await s.store.mailbox(s.account, cmd.mailbox)).id
+        except NotFound:
+            pass
     await s.store.delete_mailbox(s.account, cmd.mailbox)
-    if s.selected is not None and s.selected.handle.name == _canon(cmd.mailbox):
+    if s.selected is not None and s.selected.handle.id == selected:
         # RFC 9051 §6.3.4 allows deleting the selected mailbox.  The session stays in the
         # selected state (only CLOSE/UNSELECT/SELECT leave it) with a view that no longer
         # changes; commands on its messages find them gone.
@@ -80,23 +86,55 @@ async def subscribe(s: Session, cmd: c.Subscribe | c.Unsubscribe) -> Tagged:
     return ok(cmd, "SUBSCRIBE completed" if on else "UNSUBSCRIBE completed")
 
 
-def _canon(name: str) -> str:
-    return "INBOX" if name.upper() == "INBOX" else name
-
-
 # --------------------------------------------------------------------------- LIST
 
 
-def pattern_regex(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]:
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append("[^/]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+class Pattern:
+    """One LIST pattern, matched by following every way through it at once (a set of
+    positions), so a name costs at most len(name) x len(pattern) steps.  A backtracking
+    regex (``.*`` per ``*``) takes exponential time on patterns like ``*****b``, which
+    any logged-in client may send, and would stall every session of the server."""
+
+    __slots__ = ("_fold", "_tokens")
+
+    def __init__(self, pattern: str, *, ignore_case: bool = False) -> None:
+        self._fold = ignore_case
+        tokens: list[str] = []
+        for ch in pattern.lower() if ignore_case else pattern:
+            if ch in "*%" and tokens and tokens[-1] in "*%":
+                # Adjacent wildcards match what the wider one alone does.
+                tokens[-1] = "*" if "*" in (ch, tokens[-1]) else "%"
+            else:
+                tokens.append(ch)
+        self._tokens = tokens
+
+    def _closure(self, states: set[int]) -> set[int]:
+        tokens = self._tokens
+        out = set(states)
+        for p in states:
+            while p < len(tokens) and tokens[p] in "*%":  # a wildcard may match nothing
+                p += 1
+                out.add(p)
+        return out
+
+    def fullmatch(self, name: str) -> bool:
+        tokens = self._tokens
+        end = len(tokens)
+        states = self._closure({0})
+        for ch in name.lower() if self._fold else name:
+            step: set[int] = set()
+            for p in states:
+                if p == end:
+                    continue
+                tok = tokens[p]
+                if tok == "*" or (tok == "%" and ch != DELIMITER):
+                    step.add(p)
+                elif tok == ch:
+                    step.add(p + 1)
+            if not step:
+                return False
+            states = self._closure(step)
+        return end in states
 
 
 class Matcher:
@@ -104,8 +142,8 @@ class Matcher:
     INBOX/..., so names under it are matched without regard to case."""
 
     def __init__(self, patterns: list[str]) -> None:
-        self._exact = [pattern_regex(p) for p in patterns if p]
-        self._folded = [pattern_regex(p, ignore_case=True) for p in patterns if p]
+        self._exact = [Pattern(p) for p in patterns if p]
+        self._folded = [Pattern(p, ignore_case=True) for p in patterns if p]
 
     def __call__(self, name: str) -> bool:
         if name == "INBOX" or name.startswith("INBOX/"):

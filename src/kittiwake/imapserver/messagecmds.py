@@ -214,7 +214,8 @@ async def _vanished(s: Session, view: SelectedMailbox, uidset: SequenceSet,
     expunged since m as VANISHED (EARLIER)."""
     changes = await s.store.changes(view.handle, since)
     largest = max(view.uidnext - 1, 1)
-    gone = [u for u in changes.expunged if uidset.contains(u, largest)]
+    member = uidset.matcher(largest)
+    gone = [u for u in changes.expunged if member(u)]
     if gone:
         s.send(builders.vanished_data(gone, earlier=True))
 
@@ -269,13 +270,17 @@ async def search(s: Session, cmd: c.Search) -> Tagged:
     if not cmd.charset_known:
         from kittiwake.imap.response import badcharset
 
+        if cmd.returns is not None and "SAVE" in cmd.returns:
+            s.saved = []  # RFC 5182 §2.1: a SAVE search that fails leaves "$" empty
         return Tagged(cmd.tag, Status.NO, "Unsupported charset", badcharset())
     if searching.uses_modseq(cmd.criteria):
         s.condstore = view.condstore = True
     result = await searching.search(s.store, view, cmd.criteria, s.saved)
     uids = result.uids
     numbers = uids if cmd.uid else [n for u in uids if (n := view.seq_of(u)) is not None]
-    if cmd.returns is None:
+    # RFC 9051 §6.4.4: the SEARCH response is IMAP4rev1's; an IMAP4rev2 client gets
+    # ESEARCH, a missing RETURN meaning RETURN (ALL).
+    if cmd.returns is None and not (s.conn is not None and s.conn.rev2):
         s.send(builders.search_data(numbers, result.modseq))
         return Tagged(cmd.tag, Status.OK, "SEARCH completed")
     opts = cmd.returns or frozenset({"ALL"})

@@ -11,7 +11,7 @@ searched for content, so `SEEN FROM x` never opens the unread mail.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -89,6 +89,8 @@ class _Evaluator:
         self.found = found  # id(content key) -> matching UIDs
         self.count = len(view.uids)
         self.largest_uid = view.uids[-1] if view.uids else 0
+        # Sequence sets resolved once per key, not once per message (see matcher).
+        self._sets: dict[int, Callable[[int], bool]] = {}
 
     def match(self, key: SearchKey, m: MessageData, seq: int) -> bool:
         if isinstance(key, SearchAll):
@@ -109,9 +111,11 @@ class _Evaluator:
         if isinstance(key, SearchSet):
             if key.set.saved:
                 return m.uid in self.saved
-            if key.uid:
-                return key.set.contains(m.uid, self.largest_uid)
-            return key.set.contains(seq, self.count)
+            member = self._sets.get(id(key))
+            if member is None:
+                member = key.set.matcher(self.largest_uid if key.uid else self.count)
+                self._sets[id(key)] = member
+            return member(m.uid if key.uid else seq)
         if isinstance(key, SearchModSeq):
             return m.modseq >= key.modseq
         if isinstance(key, SearchDate):

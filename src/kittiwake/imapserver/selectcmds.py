@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 async def select(s: Session, cmd: c.Select | c.Examine) -> Tagged:
     assert s.account is not None and s.conn is not None
     read_only = isinstance(cmd, c.Examine)
+    # RFC 5182 §2.1: "$" starts empty in each selection; it holds UIDs, which in another
+    # mailbox would name unrelated messages.
+    s.saved = []
     if s.selected is not None:
         s.selected = None
         # RFC 9051 §7.1: the previous mailbox is closed; what follows is the new one.
@@ -86,7 +89,8 @@ async def _qresync(s: Session, view: SelectedMailbox, modseq: int,
     changes = await s.store.changes(view.handle, modseq)
     gone = list(changes.expunged)
     if known is not None:
-        gone = [u for u in gone if known.contains(u, view.uidnext)]
+        member = known.matcher(view.uidnext)
+        gone = [u for u in gone if member(u)]
     if gone:
         s.send(builders.vanished_data(gone, earlier=True))
     for m in changes.changed:

@@ -173,9 +173,12 @@ class SelectedMailbox:
                     seq = self.seq_of(uid)
                     if seq is not None:
                         out.append(builders.expunge_data(seq))
+            before = len(self.uids)
             self.uids = [u for u in self.uids if u not in gone]
             self.pending_expunges = set()
-            self.reported_exists = len(self.uids)
+            # The client counts one fewer per EXPUNGE (or VANISHED UID); messages that
+            # arrived since its last EXISTS are still to be announced below.
+            self.reported_exists -= before - len(self.uids)
         if len(self.uids) != self.reported_exists:
             if len(self.uids) > self.reported_exists:
                 out.append(builders.exists_data(len(self.uids)))

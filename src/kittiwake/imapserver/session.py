@@ -45,6 +45,7 @@ from kittiwake.imap.response import (
 from kittiwake.imapserver import capabilities
 from kittiwake.imapserver.dispatch import handle
 from kittiwake.imapserver.selected import SelectedMailbox
+from kittiwake.store.errors import NotFound
 from kittiwake.store.imapstore import ImapStore
 from kittiwake.store.notify import Subscription
 from kittiwake.tlsconfig import describe
@@ -222,7 +223,12 @@ class Session(asyncio.Protocol):
                 self.close("Selected mailbox was deleted")
                 return
             if state != (view.known_modseq, view.uidnext):
-                view.apply(await self.store.changes(view.handle, view.known_modseq))
+                try:
+                    changes = await self.store.changes(view.handle, view.known_modseq)
+                except NotFound:  # deleted since the poll: as above
+                    self.close("Selected mailbox was deleted")
+                    return
+                view.apply(changes)
         for data in view.flush(expunges_allowed=expunges, qresync=self.qresync,
                                with_uid=self.qresync):
             self.send(data)
