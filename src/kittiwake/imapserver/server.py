@@ -18,21 +18,18 @@ wake sessions at once through the store's ChangeNotifier.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import itertools
 import logging
-import os
 import socket
 import ssl
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
-from kittiwake import sasl
+from kittiwake import netserver, sasl
 from kittiwake.credentials import AuthThrottle
 from kittiwake.imap.connection import ConnectionSettings
 from kittiwake.imapserver.session import Session
+from kittiwake.netserver import ListenerSpec as ListenerSpec  # re-exported: callers name it here
 from kittiwake.store.imapstore import ImapStore
 
 log = logging.getLogger(__name__)
@@ -71,23 +68,12 @@ class ImapServerSettings:
             raise ValueError(f"autologout must be at least {MIN_AUTOLOGOUT:.0f} s (RFC 9051 §5.4)")
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerSpec:
-    kind: str  # "imap" | "imaps"
-    host: str
-    port: int
-    tls: str  # "starttls" | "implicit"
-
-
-class Listener:
+class Listener(netserver.Listener):
     """One listening socket and the core settings of its sessions."""
 
     def __init__(self, server: ImapServer, spec: ListenerSpec) -> None:
+        super().__init__(spec)
         self.server = server
-        self.spec = spec
-        self.kind = spec.kind
-        self.tls = spec.tls
-        self.asyncio_server: asyncio.Server | None = None
         base = server.settings.core
         self._plain = dataclasses.replace(base, starttls=server.ssl_context is not None)
         self._tls = dataclasses.replace(base, starttls=False)
@@ -96,7 +82,7 @@ class Listener:
         return self._tls if tls_active else self._plain
 
 
-class ImapServer:
+class ImapServer(netserver.NetServer[Session]):
     def __init__(
         self,
         settings: ImapServerSettings,
@@ -110,13 +96,15 @@ class ImapServer:
     ) -> None:
         """`store` is `MailStore.imap`.  `throttle` may be shared with SMTP AUTH and POP3,
         so a guesser cannot spread attempts over protocols."""
+        super().__init__(max_connections=settings.max_connections,
+                         max_connections_per_ip=settings.max_connections_per_ip,
+                         cid_prefix="i")
         self.settings = settings
         self.store = store
         self.credentials = credentials
         self.ssl_context = ssl_context
         self.sasl_settings = sasl_settings or sasl.SaslSettings()
         self.listeners = [Listener(self, spec) for spec in listeners]
-        self.sessions: set[Session] = set()
         self.throttle = throttle if throttle is not None else AuthThrottle(
             max_failures_per_ip=settings.auth_max_failures,
             max_failures_per_account=settings.auth_max_failures,
@@ -124,59 +112,25 @@ class ImapServer:
         )
         self.idlers: set[Session] = set()
         self.auth_slots = asyncio.Semaphore(max(1, settings.max_concurrent_auth))
-        self._per_ip: Counter[str] = Counter()
-        self._cids = itertools.count(1)
-        self._prefix = f"i{os.getpid() % 1000:03d}"
         self._tasks: list[asyncio.Task[None]] = []
-        self._shutting_down = False
-
-    def next_cid(self) -> str:
-        return f"{self._prefix}{next(self._cids):06d}"
 
     # --- admission ------------------------------------------------------------------------
     def admit(self, session: Session, ip: str) -> str | None:
         """None, or why the connection is refused (the text of its BYE)."""
-        if self._shutting_down:
-            return "Server shutting down"
-        if len(self.sessions) >= self.settings.max_connections:
-            return "Too many connections"
-        if self._per_ip[ip] >= self.settings.max_connections_per_ip:
-            return "Too many connections from your address"
-        self.sessions.add(session)
-        self._per_ip[ip] += 1
-        return None
+        refusal = self._admit(session, ip)
+        if refusal is None:
+            return None
+        return {"shutting_down": "Server shutting down", "too_many": "Too many connections",
+                "too_many_from_ip": "Too many connections from your address"}[refusal]
 
     def release(self, session: Session, ip: str) -> None:
         self.idlers.discard(session)
-        if session in self.sessions:
-            self.sessions.discard(session)
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
+        self._release(session, ip)
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, sockets: dict[tuple[str, int], socket.socket] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        for lst in self.listeners:
-            ctx = self.ssl_context if lst.tls == "implicit" else None
-            if lst.tls == "implicit" and ctx is None:
-                raise RuntimeError(f"listener {lst.kind} on port {lst.spec.port} needs a TLS "
-                                   "certificate")
-            timeout = self.settings.tls_handshake_timeout if ctx is not None else None
-            sock = (sockets or {}).get((lst.spec.host, lst.spec.port))
-
-            def factory(lst: Listener = lst) -> Session:
-                return Session(lst)
-
-            if sock is not None:
-                lst.asyncio_server = await loop.create_server(
-                    factory, sock=sock, ssl=ctx, backlog=1024, ssl_handshake_timeout=timeout)
-            else:
-                lst.asyncio_server = await loop.create_server(
-                    factory, lst.spec.host, lst.spec.port, ssl=ctx, backlog=1024,
-                    reuse_address=True, ssl_handshake_timeout=timeout)
-            log.info("event=listening kind=%s address=%s:%d tls=%s", lst.kind, lst.spec.host,
-                     lst.spec.port, lst.tls)
+        await self._listen(self.listeners, self.ssl_context, self.settings.tls_handshake_timeout,
+                           Session, sockets)
         self.start_background()
 
     def start_background(self) -> None:
@@ -185,11 +139,7 @@ class ImapServer:
         self._tasks = [loop.create_task(self._sweep()), loop.create_task(self._watch())]
 
     def bound_ports(self) -> list[int]:
-        ports = []
-        for lst in self.listeners:
-            if lst.asyncio_server is not None:
-                ports += [s.getsockname()[1] for s in lst.asyncio_server.sockets]
-        return ports
+        return self._bound_ports(self.listeners)
 
     async def _sweep(self) -> None:
         """Autologout (RFC 9051 §5.4).  A session busy with a command is left alone unless
@@ -223,10 +173,7 @@ class ImapServer:
     async def shutdown(self) -> None:
         """Stop accepting; give running commands (an APPEND being stored, a MOVE) the grace
         period to finish, then say BYE to everyone (RFC 9051 §7.1.5)."""
-        self._shutting_down = True
-        for lst in self.listeners:
-            if lst.asyncio_server is not None:
-                lst.asyncio_server.close()
+        self._stop_listening(self.listeners)
         deadline = time.monotonic() + self.settings.shutdown_grace
         for s in list(self.sessions):
             if not s.busy:
@@ -235,8 +182,4 @@ class ImapServer:
             await asyncio.sleep(0.05)
         for s in list(self.sessions):
             s.close("Server shutting down")
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await asyncio.sleep(0)
+        await self._cancel(self._tasks)

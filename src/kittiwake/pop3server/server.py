@@ -15,19 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import logging
-import os
 import socket
 import ssl
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kittiwake import sasl
+from kittiwake import netserver, sasl
 from kittiwake.credentials import AuthThrottle
+from kittiwake.netserver import ListenerSpec as ListenerSpec  # re-exported: callers name it here
 from kittiwake.pop3 import replies as R
 from kittiwake.pop3.replies import Reply
 from kittiwake.pop3.server import ServerSettings
@@ -68,23 +66,12 @@ class Pop3ServerSettings:
     auth_lockout: float = 900.0
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerSpec:
-    kind: str  # "pop3" | "pop3s"
-    host: str
-    port: int
-    tls: str  # "starttls" | "implicit"
-
-
-class Listener:
+class Listener(netserver.Listener):
     """One listening socket and the core settings of its sessions."""
 
     def __init__(self, server: Pop3Server, spec: ListenerSpec) -> None:
+        super().__init__(spec)
         self.server = server
-        self.spec = spec
-        self.kind = spec.kind
-        self.tls = spec.tls
-        self.asyncio_server: asyncio.Server | None = None
         base = server.settings.core
         self._plain = dataclasses.replace(base, stls=server.ssl_context is not None)
         self._tls = dataclasses.replace(base, stls=False)
@@ -93,7 +80,7 @@ class Listener:
         return self._tls if tls_active else self._plain
 
 
-class Pop3Server:
+class Pop3Server(netserver.NetServer[Session]):
     def __init__(
         self,
         settings: Pop3ServerSettings,
@@ -112,42 +99,28 @@ class Pop3Server:
         self.credentials = credentials
         self.ssl_context = ssl_context
         self.sasl_settings = sasl_settings or sasl.SaslSettings()
+        super().__init__(max_connections=settings.max_connections,
+                         max_connections_per_ip=settings.max_connections_per_ip,
+                         cid_prefix="p")
         self.listeners = [Listener(self, spec) for spec in listeners]
-        self.sessions: set[Session] = set()
         # Not `throttle or ...`: an AuthThrottle tracking nobody has len() 0, so it is falsy.
         self.throttle = throttle if throttle is not None else AuthThrottle(
             max_failures_per_ip=settings.auth_max_failures,
             max_failures_per_account=settings.auth_max_failures,
             lockout=settings.auth_lockout,
         )
-        self._per_ip: Counter[str] = Counter()
-        self._cids = itertools.count(1)
-        self._prefix = f"p{os.getpid() % 1000:03d}"
         self._sweeper: asyncio.Task[None] | None = None
-        self._shutting_down = False
         self._idle_waiter: asyncio.Event | None = None
-
-    def next_cid(self) -> str:
-        return f"{self._prefix}{next(self._cids):06d}"
 
     # --- admission ------------------------------------------------------------------------
     def admit(self, session: Session, ip: str) -> Reply | None:
-        if self._shutting_down:
-            return R.SHUTTING_DOWN
-        if len(self.sessions) >= self.settings.max_connections:
-            return R.TOO_MANY_CONNECTIONS
-        if self._per_ip[ip] >= self.settings.max_connections_per_ip:
-            return R.TOO_MANY_CONNECTIONS
-        self.sessions.add(session)
-        self._per_ip[ip] += 1
-        return None
+        refusal = self._admit(session, ip)
+        if refusal is None:
+            return None
+        return R.SHUTTING_DOWN if refusal == "shutting_down" else R.TOO_MANY_CONNECTIONS
 
     def release(self, session: Session, ip: str) -> None:
-        if session in self.sessions:
-            self.sessions.discard(session)
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
+        self._release(session, ip)
         self.session_idle()
 
     def session_idle(self) -> None:
@@ -157,35 +130,12 @@ class Pop3Server:
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, sockets: dict[tuple[str, int], socket.socket] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        for lst in self.listeners:
-            ctx = self.ssl_context if lst.tls == "implicit" else None
-            if lst.tls == "implicit" and ctx is None:
-                raise RuntimeError(f"listener {lst.kind} on port {lst.spec.port} needs a TLS "
-                                   "certificate")
-            timeout = self.settings.tls_handshake_timeout if ctx is not None else None
-            sock = (sockets or {}).get((lst.spec.host, lst.spec.port))
-
-            def factory(lst: Listener = lst) -> Session:
-                return Session(lst)
-
-            if sock is not None:
-                lst.asyncio_server = await loop.create_server(
-                    factory, sock=sock, ssl=ctx, backlog=1024, ssl_handshake_timeout=timeout)
-            else:
-                lst.asyncio_server = await loop.create_server(
-                    factory, lst.spec.host, lst.spec.port, ssl=ctx, backlog=1024,
-                    reuse_address=True, ssl_handshake_timeout=timeout)
-            log.info("event=listening kind=%s address=%s:%d tls=%s", lst.kind, lst.spec.host,
-                     lst.spec.port, lst.tls)
-        self._sweeper = loop.create_task(self._sweep())
+        await self._listen(self.listeners, self.ssl_context, self.settings.tls_handshake_timeout,
+                           Session, sockets)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def bound_ports(self) -> list[int]:
-        ports = []
-        for lst in self.listeners:
-            if lst.asyncio_server is not None:
-                ports += [s.getsockname()[1] for s in lst.asyncio_server.sockets]
-        return ports
+        return self._bound_ports(self.listeners)
 
     async def _sweep(self) -> None:
         """Autologout (RFC 1939 §3): idle sessions are closed without entering UPDATE, so
@@ -203,10 +153,7 @@ class Pop3Server:
     async def shutdown(self) -> None:
         """Stop accepting; let sessions in UPDATE finish within the grace period, so a
         client that said QUIT gets its deletions; close everything else now."""
-        self._shutting_down = True
-        for lst in self.listeners:
-            if lst.asyncio_server is not None:
-                lst.asyncio_server.close()
+        self._stop_listening(self.listeners)
         for s in list(self.sessions):
             if not s.updating:
                 s.close(R.SHUTTING_DOWN)
@@ -216,8 +163,4 @@ class Pop3Server:
                 await asyncio.wait_for(self._idle_waiter.wait(), self.settings.shutdown_grace)
         for s in list(self.sessions):
             s.close(R.SHUTTING_DOWN)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        await asyncio.sleep(0)
+        await self._cancel([self._sweeper])

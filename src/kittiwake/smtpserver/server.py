@@ -16,11 +16,11 @@ import os
 import socket
 import ssl
 import time
-from collections import Counter
 from dataclasses import dataclass
 
-from kittiwake import sasl
+from kittiwake import netserver, sasl
 from kittiwake.credentials import AuthThrottle
+from kittiwake.netserver import ListenerSpec as ListenerSpec  # re-exported: callers name it here
 from kittiwake.smtp import replies as R
 from kittiwake.smtp.replies import Reply
 from kittiwake.smtp.server import ServerSettings
@@ -47,24 +47,13 @@ class SmtpServerSettings:
     auth_lockout: float = 900.0
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerSpec:
-    kind: str  # "smtp" | "submission" | "submissions"
-    host: str
-    port: int
-    tls: str  # "starttls" | "implicit"
-
-
-class Listener:
+class Listener(netserver.Listener):
     """One listening socket and the per-kind core settings of its sessions."""
 
     def __init__(self, server: SmtpServer, spec: ListenerSpec, backend: Backend) -> None:
+        super().__init__(spec)
         self.server = server
-        self.spec = spec
-        self.kind = spec.kind
-        self.tls = spec.tls
         self.backend = backend
-        self.asyncio_server: asyncio.Server | None = None
         base = server.settings.core
         if spec.kind != "smtp":
             # RFC 6409 submission: AUTH, offered only once TLS is up (RFC 8314 §3.3/ §4.1).
@@ -77,22 +66,20 @@ class Listener:
         return self._tls if tls_active else self._plain
 
 
-class SmtpServer:
+class SmtpServer(netserver.NetServer[Session]):
     def __init__(
         self, settings: SmtpServerSettings, listeners: list[ListenerSpec], backend: Backend,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
+        super().__init__(max_connections=settings.max_connections,
+                         max_connections_per_ip=settings.max_connections_per_ip,
+                         cid_prefix="", backlog=4096)
         self.settings = settings
         self.ssl_context = ssl_context
         self.listeners = [Listener(self, spec, backend) for spec in listeners]
-        self.sessions: set[Session] = set()
-        self._per_ip: Counter[str] = Counter()
-        self._cids = itertools.count(1)
         self._qcounter = itertools.count()
         self._sweeper: asyncio.Task[None] | None = None
-        self._shutting_down = False
         self._idle_waiter: asyncio.Event | None = None
-        self._prefix = f"{os.getpid() % 1000:03d}"
         self.throttle = AuthThrottle(
             max_failures_per_ip=settings.auth_max_failures,
             max_failures_per_account=settings.auth_max_failures,
@@ -100,9 +87,6 @@ class SmtpServer:
         self.sasl_settings = sasl.SaslSettings()
 
     # --- identifiers ----------------------------------------------------------------------
-    def next_cid(self) -> str:
-        return f"{self._prefix}{next(self._cids):06d}"
-
     def next_queue_id(self) -> str:
         """Short, unique and roughly time-ordered, like Postfix's long queue ids."""
         n = int(time.time() * 1_000_000)
@@ -115,25 +99,15 @@ class SmtpServer:
     # --- admission ------------------------------------------------------------------------
     def admit(self, session: Session) -> Reply | None:
         assert session.info is not None
-        ip = session.info.peer_ip
-        if self._shutting_down:
-            return R.SERVICE_SHUTTING_DOWN
-        if len(self.sessions) >= self.settings.max_connections:
-            return R.TOO_MANY_CONNECTIONS
-        if self._per_ip[ip] >= self.settings.max_connections_per_ip:
-            return R.TOO_MANY_CONNECTIONS_FROM_IP
-        self.sessions.add(session)
-        self._per_ip[ip] += 1
-        return None
+        refusal = self._admit(session, session.info.peer_ip)
+        if refusal is None:
+            return None
+        return {"shutting_down": R.SERVICE_SHUTTING_DOWN, "too_many": R.TOO_MANY_CONNECTIONS,
+                "too_many_from_ip": R.TOO_MANY_CONNECTIONS_FROM_IP}[refusal]
 
     def release(self, session: Session) -> None:
-        if session in self.sessions:
-            self.sessions.discard(session)
-            assert session.info is not None
-            ip = session.info.peer_ip
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
+        if session.info is not None:
+            self._release(session, session.info.peer_ip)
         if self._idle_waiter is not None and not any(s.in_transaction for s in self.sessions):
             self._idle_waiter.set()
 
@@ -144,35 +118,12 @@ class SmtpServer:
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self, sockets: dict[tuple[str, int], socket.socket] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        for lst in self.listeners:
-            ctx = self.ssl_context if lst.tls == "implicit" else None
-            if lst.tls == "implicit" and ctx is None:
-                raise RuntimeError(f"listener {lst.kind} on port {lst.spec.port} needs a TLS certificate")
-            timeout = self.settings.tls_handshake_timeout if ctx is not None else None
-            sock = (sockets or {}).get((lst.spec.host, lst.spec.port))
-
-            def factory(lst: Listener = lst) -> Session:
-                return Session(lst)
-
-            if sock is not None:
-                lst.asyncio_server = await loop.create_server(
-                    factory, sock=sock, ssl=ctx, backlog=4096, ssl_handshake_timeout=timeout)
-            else:
-                lst.asyncio_server = await loop.create_server(
-                    factory, lst.spec.host, lst.spec.port, ssl=ctx, backlog=4096,
-                    reuse_address=True, ssl_handshake_timeout=timeout)
-            log.info("event=listening kind=%s address=%s:%d tls=%s", lst.kind, lst.spec.host,
-                     lst.spec.port, lst.tls)
-        self._sweeper = loop.create_task(self._sweep())
+        await self._listen(self.listeners, self.ssl_context, self.settings.tls_handshake_timeout,
+                           Session, sockets)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     def bound_ports(self) -> list[int]:
-        ports = []
-        for lst in self.listeners:
-            if lst.asyncio_server is not None:
-                for s in lst.asyncio_server.sockets:
-                    ports.append(s.getsockname()[1])
-        return ports
+        return self._bound_ports(self.listeners)
 
     async def _sweep(self) -> None:
         """Close sessions idle past their timeout with 421 4.4.2 (RFC 5321 §4.5.3.2)."""
@@ -187,10 +138,7 @@ class SmtpServer:
 
     async def shutdown(self) -> None:
         """Stop accepting; let transactions finish within the grace period; 421 the rest."""
-        self._shutting_down = True
-        for lst in self.listeners:
-            if lst.asyncio_server is not None:
-                lst.asyncio_server.close()
+        self._stop_listening(self.listeners)
         for s in list(self.sessions):
             if not s.in_transaction:
                 s.close(R.SERVICE_SHUTTING_DOWN)
@@ -200,8 +148,4 @@ class SmtpServer:
                 await asyncio.wait_for(self._idle_waiter.wait(), self.settings.shutdown_grace)
         for s in list(self.sessions):
             s.close(R.SERVICE_SHUTTING_DOWN)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        await asyncio.sleep(0)
+        await self._cancel([self._sweeper])
