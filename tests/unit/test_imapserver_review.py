@@ -16,7 +16,7 @@ from test_imapserver_wire import Env, message, run
 from kittiwake.imap.types import SearchSet, SequenceSet
 from kittiwake.imapserver import searching
 from kittiwake.imapserver.selected import SelectedMailbox
-from kittiwake.store.imaptypes import MailboxHandle, Snapshot
+from kittiwake.store.imaptypes import MailboxHandle, Snapshot, StoreMode
 
 
 def _exists(out: bytes) -> int | None:
@@ -194,5 +194,54 @@ def test_list_pattern_with_many_wildcards_is_answered_at_once(tmp_path: Path) ->
         out = await c.cmd('LIST "" ' + "%a" * 15 + "%b")
         assert out.count(b"* LIST") == 1
         assert b"* LIST" not in await c.cmd('LIST "" %a*B')  # case-sensitive but INBOX
+
+    run(tmp_path, go)
+
+
+def test_qresync_select_does_not_report_vanished_a_message_it_counts(tmp_path: Path) -> None:
+    """RFC 7162 §3.2.5.2: a message expunged between SELECT's snapshot and its read of the
+    changes is still in EXISTS, so it must not also be in VANISHED (EARLIER); the next
+    command reports it."""
+
+    async def go(env: Env) -> None:
+        for n in (1, 2, 3):
+            await env.deliver(message(n))
+        a = await env.connect()
+        await a.login()
+        await a.cmd("ENABLE QRESYNC")
+        out = await a.cmd("SELECT INBOX")
+        validity = re.search(rb"UIDVALIDITY (\d+)", out)
+        assert validity is not None
+        await a.cmd("UNSELECT")
+        imap: Any = env.store.imap
+        real = imap.changes
+
+        async def racing(handle: MailboxHandle, since: int) -> Any:
+            imap.changes = real
+            await imap.store_flags(handle, [2], StoreMode.ADD, ["\\Deleted"])
+            await imap.expunge(handle, [2])  # another session, just after the snapshot
+            return await real(handle, since)
+
+        imap.changes = racing
+        out = await a.cmd(f"SELECT INBOX (QRESYNC ({validity.group(1).decode()} 1))")
+        assert _exists(out) == 3
+        assert b"VANISHED" not in out, out
+        assert b"* VANISHED 2\r\n" in await a.cmd("NOOP")
+
+    run(tmp_path, go)
+
+
+def test_client_reading_a_long_response_is_not_logged_out(tmp_path: Path) -> None:
+    """The autologout is about idle clients: one still draining a long FETCH (our output
+    paused and resumed by the transport) is active even without sending a line."""
+
+    async def go(env: Env) -> None:
+        c = await env.connect()
+        await c.login()
+        s = c.session
+        s.last_activity = time.monotonic() - 2 * s.timeout  # last command long ago
+        s.pause_writing()
+        s.resume_writing()  # the client read a buffer's worth of the response
+        assert time.monotonic() - s.last_activity < s.timeout
 
     run(tmp_path, go)

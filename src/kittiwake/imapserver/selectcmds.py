@@ -87,7 +87,8 @@ async def _qresync(s: Session, view: SelectedMailbox, modseq: int,
     """RFC 7162 §3.2.5.2: what the client missed since `modseq`: VANISHED (EARLIER) for
     removed UIDs (within its known UIDs, when it said which), FETCH for changed flags."""
     changes = await s.store.changes(view.handle, modseq)
-    gone = list(changes.expunged)
+    # One expunged after the snapshot is still counted in EXISTS: the next sync reports it.
+    gone = [u for u in changes.expunged if view.seq_of(u) is None]
     if known is not None:
         member = known.matcher(view.uidnext)
         gone = [u for u in gone if member(u)]

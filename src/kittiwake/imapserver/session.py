@@ -339,6 +339,10 @@ class Session(asyncio.Protocol):
         self._can_write.clear()
 
     def resume_writing(self) -> None:
+        # The client is reading what we send: activity, for the autologout (a FETCH of a
+        # big mailbox to a slow client may stream for longer than the timeout).  Only a
+        # full buffer draining calls this, never a keepalive, so IDLE still times out.
+        self.last_activity = time.monotonic()
         self._can_write.set()
 
     # --- driving the core -------------------------------------------------------------------
