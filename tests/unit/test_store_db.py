@@ -38,3 +38,20 @@ def test_a_database_from_a_newer_program_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaTooNew):
         db.connect(tmp_path / "k.db")
+
+
+def test_derived_data_commits_skip_the_wal_fsync_and_restore_the_level(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "k.db")
+    conn.execute("CREATE TABLE t (x)")
+    with db.derived(conn):
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        db.transaction(conn, lambda c: c.execute("INSERT INTO t VALUES (1)"))
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    with pytest.raises(ZeroDivisionError), db.derived(conn):
+        db.transaction(conn, lambda c: (c.execute("INSERT INTO t VALUES (2)"), 1 / 0))
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]  # the failed one rolled back
+    relaxed = db.connect(tmp_path / "k.db", durable=False)
+    with db.derived(relaxed):
+        pass
+    assert relaxed.execute("PRAGMA synchronous").fetchone()[0] == 1  # left as it was

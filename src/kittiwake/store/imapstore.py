@@ -32,7 +32,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kittiwake.store import fts, imapcache, mailboxops, maildir, messageops, search
+from kittiwake.store import db, fts, imapcache, mailboxops, maildir, messageops, search
 from kittiwake.store.addresses import account_dir, fold
 from kittiwake.store.errors import NotFound
 from kittiwake.store.imaptypes import (
@@ -81,13 +81,8 @@ INLINE_READS = 4
 
 def _cache_writer(mailbox_id: int, prepared: list[Prepared]) -> Callable[[sqlite3.Connection], None]:
     def write(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            cache_rows(conn, mailbox_id, prepared)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        with db.derived(conn):
+            db.transaction(conn, lambda c: cache_rows(c, mailbox_id, prepared))
 
     return write
 

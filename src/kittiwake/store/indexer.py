@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kittiwake.store import fts, messageops
+from kittiwake.store import db, fts, messageops
 from kittiwake.store.index import MailboxRef
 from kittiwake.store.workers import Prepared
 
@@ -167,13 +167,8 @@ class Indexer:
                     if (rid := fts.rowid(validity, uid)) is not None]
 
         def commit(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                fts.rebuild_commit(conn, mailbox_id, done, rows_out)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            with db.derived(conn):
+                db.transaction(conn, lambda c: fts.rebuild_commit(c, mailbox_id, done, rows_out))
 
         await self._imap._write(commit)
         return True
@@ -189,29 +184,27 @@ class Indexer:
                    new_mark: int) -> Callable[[sqlite3.Connection], None]:
         use_fts = self._fts
 
+        def work(conn: sqlite3.Connection) -> None:
+            cache_rows(conn, mailbox_id, prepared)
+            live = {r[0] for r in conn.execute(
+                "SELECT uid FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
+                (mailbox_id, prepared[0].uid if prepared else 0,
+                 prepared[-1].uid if prepared else 0))}
+            done = [p for p in prepared if p.uid in live]
+            if use_fts:
+                docs = [(rid, p.document) for p in done if p.document
+                        and (rid := fts.rowid(validity, p.uid)) is not None]
+                fts.insert(conn, docs)
+                if done and fts.also_next(conn, mailbox_id, done[0].uid):
+                    fts.insert(conn, docs, fts.NEXT)  # a compaction is under way
+            conn.execute(
+                "INSERT INTO index_state (mailbox_id, indexed_uid) VALUES (?, ?)"
+                " ON CONFLICT (mailbox_id) DO UPDATE SET indexed_uid ="
+                " MAX(indexed_uid, excluded.indexed_uid)", (mailbox_id, new_mark))
+
         def commit(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cache_rows(conn, mailbox_id, prepared)
-                live = {r[0] for r in conn.execute(
-                    "SELECT uid FROM messages WHERE mailbox_id = ? AND uid BETWEEN ? AND ?",
-                    (mailbox_id, prepared[0].uid if prepared else 0,
-                     prepared[-1].uid if prepared else 0))}
-                done = [p for p in prepared if p.uid in live]
-                if use_fts:
-                    docs = [(rid, p.document) for p in done if p.document
-                            and (rid := fts.rowid(validity, p.uid)) is not None]
-                    fts.insert(conn, docs)
-                    if done and fts.also_next(conn, mailbox_id, done[0].uid):
-                        fts.insert(conn, docs, fts.NEXT)  # a compaction is under way
-                conn.execute(
-                    "INSERT INTO index_state (mailbox_id, indexed_uid) VALUES (?, ?)"
-                    " ON CONFLICT (mailbox_id) DO UPDATE SET indexed_uid ="
-                    " MAX(indexed_uid, excluded.indexed_uid)", (mailbox_id, new_mark))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            with db.derived(conn):
+                db.transaction(conn, work)
 
         return commit
 
