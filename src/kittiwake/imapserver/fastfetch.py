@@ -49,6 +49,11 @@ def needs_structures(items: Sequence[FetchItem]) -> bool:
     return any(i in (Attr.ENVELOPE, Attr.BODY, Attr.BODYSTRUCTURE) for i in items)
 
 
+def flags_only(items: Sequence[FetchItem]) -> bool:
+    """Whether FLAGS is the only index column the items need (UID is always there)."""
+    return Attr.FLAGS in items and all(i in (Attr.FLAGS, Attr.UID) for i in items)
+
+
 def needs_index(items: Sequence[FetchItem]) -> bool:
     """Whether an index column (flags, date, size, modseq) is asked for; UID is not one."""
     return any(i in _SIMPLE and i is not Attr.UID for i in items)

@@ -74,6 +74,7 @@ async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
     structures = fastfetch.needs_structures(cmd.items)
     header = fastfetch.header_column(cmd.items)
     index = fastfetch.needs_index(cmd.items) or plan.modseq or bool(seen_set)
+    flags_only = fastfetch.flags_only(cmd.items) and not plan.modseq
     renderer = (fastfetch.Renderer(cmd.items, with_uid=with_uid, modseq=plan.modseq)
                 if fast else None)
     try:
@@ -81,8 +82,9 @@ async def fetch(s: Session, cmd: c.Fetch) -> Tagged:
         for start in range(0, len(uids), step):
             batch = uids[start : start + step]
             if renderer is not None:
-                rows = await s.store.fast_rows(view.handle, batch, structures=structures,
-                                               header=header, index=index)
+                rows = await s.store.fast_rows(
+                    view.handle, batch, structures=structures, header=header, index=index,
+                    flags_only=flags_only)
                 issue |= len(rows) < len(batch)
                 if cmd.changed_since is not None:
                     rows = [r for r in rows if r[imapcache.MODSEQ] > cmd.changed_since]

@@ -10,7 +10,7 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from kittiwake.message.headers import header_bounds
 
@@ -30,8 +30,9 @@ class Cached:
 #: object per row would be a large part of the cost at 100,000 rows):
 #: (uid, flags text in canonical order, internaldate, size, modseq, ENVELOPE, BODYSTRUCTURE,
 #:  BODY (UTF-8 IMAP text, None where the indexer has not been yet), ascii, header block).
-FastRow = tuple[int, str, float, int, int, bytes | None, bytes | None, bytes | None,
-                int | None, bytes | None]
+#: A query for index columns alone returns just the leading ones asked for (see
+#: `fast_rows`): at 100,000 rows every column costs.
+FastRow = tuple[Any, ...]
 UID: Final = 0
 FLAGS: Final = 1
 INTERNALDATE: Final = 2
@@ -49,15 +50,25 @@ def _missing(uid: int) -> FastRow:
 
 
 def fast_rows(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int], *,
-              structures: bool, header: str | None, index: bool = True) -> list[FastRow]:
+              structures: bool, header: str | None, index: bool = True,
+              flags_only: bool = False) -> list[FastRow]:
     """One query for a whole FETCH batch; a big set is read as its UID range.  The cache
     tables are joined only for what the items need (their rows are large); `header` names
     the column wanted ("header" or "common"); `index` False says no column of the messages
-    table is needed (flags, dates, sizes, modseq)."""
+    table is needed (flags, dates, sizes, modseq).  Without cache columns the rows stop
+    after MODSEQ, or after FLAGS with `flags_only` (UID FETCH 1:* (FLAGS), the hot one)."""
     assert header in (None, "header", "common")
     if not uids:
         return []
     wanted = sorted(set(uids))
+    if index and not structures and not header:
+        cols = "uid, flags" if flags_only else "uid, flags, internaldate, size, modseq"
+        rows = conn.execute(f"SELECT {cols} FROM messages WHERE mailbox_id = ? AND uid"
+                            " BETWEEN ? AND ? ORDER BY uid", (mailbox_id, wanted[0], wanted[-1]))
+        if len(wanted) == wanted[-1] - wanted[0] + 1:
+            return rows.fetchall()
+        keep = set(wanted)
+        return [r for r in rows if r[0] in keep]
     table = {"header": "imap_header", "common": "imap_common"}.get(header or "")
     if not index and (structures or header):
         # No index column is wanted: read the cache table(s) alone, in key order (every

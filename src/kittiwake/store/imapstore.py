@@ -380,10 +380,11 @@ class ImapStore:
         return await self._read(run)
 
     async def fast_rows(self, handle: MailboxHandle, uids: Sequence[int], *,
-                        structures: bool, header: str | None,
-                        index: bool = True) -> list[imapcache.FastRow]:
+                        structures: bool, header: str | None, index: bool = True,
+                        flags_only: bool = False) -> list[imapcache.FastRow]:
         return await self._read(lambda conn: imapcache.fast_rows(
-            conn, handle.id, uids, structures=structures, header=header, index=index))
+            conn, handle.id, uids, structures=structures, header=header, index=index,
+            flags_only=flags_only))
 
     async def cached(self, handle: MailboxHandle,
                      uids: Sequence[int]) -> dict[int, imapcache.Cached]:
