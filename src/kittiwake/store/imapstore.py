@@ -401,17 +401,18 @@ class ImapStore:
         reader pool."""
         root = self._mail_root
         if len(uids) <= INLINE_READS:
-            def now(conn: sqlite3.Connection) -> tuple[list[MessageData], list[bytes | None] | None] | None:
+            def now(conn: sqlite3.Connection) -> tuple[list[MessageData], Path, list[bytes | None] | None]:
                 rows = messageops.message_data(conn, handle.id, uids, structure=structure)
+                folder = messageops.folder_of(conn, root, handle.id)
                 if sum(r.size for r in rows) > budget:
-                    return None
-                raws = messageops.read_files_cached(messageops.folder_of(conn, root, handle.id),
-                                                    rows)
-                return (rows, raws) if raws is not None else None
+                    return rows, folder, None
+                return rows, folder, messageops.read_files_cached(folder, rows)
 
-            done = self._store._read_now(now)
-            if done is not None:
-                return done
+            rows, folder, raws = self._store._read_now(now)
+            if raws is None and sum(r.size for r in rows) <= budget:
+                # Not in the page cache: the disk is read on a pool thread, not the loop's.
+                raws = await self._read(lambda conn: messageops.read_files(folder, rows))
+            return rows, raws
 
         def run(conn: sqlite3.Connection) -> tuple[list[MessageData], list[bytes | None] | None]:
             rows = messageops.message_data(conn, handle.id, uids, structure=structure)
