@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kittiwake.message.headers import header_bounds
-from kittiwake.store import search
+from kittiwake.store import db, search
 from kittiwake.store.search import BodyMatch, HeaderMatch, TextQuery
 
 log = logging.getLogger(__name__)
@@ -147,18 +147,15 @@ def start_compaction(conn: sqlite3.Connection) -> bool:
     """Begin a rebuild (see `compaction_due`); False if one is under way already."""
     if rebuilding(conn):
         return False
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    def start(conn: sqlite3.Connection) -> None:
         conn.execute(_create(NEXT))
         conn.execute("DELETE FROM fts_rebuild")
         # The copy takes each mailbox's messages up to the indexer's mark now; later ones
         # the indexer puts into both tables (`upto` tells it which).
         conn.execute("INSERT INTO fts_rebuild (mailbox_id, upto, done)"
                      " SELECT mailbox_id, indexed_uid, 0 FROM index_state")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+
+    db.transaction(conn, start)
     log.info("event=fts_compaction_started")
     return True
 
@@ -209,19 +206,17 @@ def finish_compaction(conn: sqlite3.Connection) -> bool:
     """Swap the finished copy in; False while some of it is still to do."""
     if not rebuilding(conn):
         return False
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    def swap(conn: sqlite3.Connection) -> bool:
         pending = conn.execute("SELECT COUNT(*) FROM fts_rebuild r JOIN mailboxes m"
                                " ON m.id = r.mailbox_id WHERE r.done < r.upto").fetchone()[0]
         if pending:
-            conn.execute("ROLLBACK")
             return False
         conn.execute("DROP TABLE fts")
         conn.execute(f"ALTER TABLE {NEXT} RENAME TO fts")
         conn.execute("DELETE FROM fts_rebuild")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        return True
+
+    if not db.transaction(conn, swap):
+        return False
     log.info("event=fts_compaction_finished")
     return True
