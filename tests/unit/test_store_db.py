@@ -55,3 +55,16 @@ def test_derived_data_commits_skip_the_wal_fsync_and_restore_the_level(tmp_path:
     with db.derived(relaxed):
         pass
     assert relaxed.execute("PRAGMA synchronous").fetchone()[0] == 1  # left as it was
+
+
+def test_derived_data_left_in_a_transaction_still_restores_full_sync(tmp_path: Path) -> None:
+    """A transaction left open inside `derived` would make restoring FULL fail (SQLite
+    refuses to change the level mid-transaction) and leave deliveries unsynced."""
+    conn = db.connect(tmp_path / "k.db")
+    conn.execute("CREATE TABLE t (x)")
+    with db.derived(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert not conn.in_transaction
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0

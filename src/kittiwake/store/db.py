@@ -211,6 +211,11 @@ def derived(conn: sqlite3.Connection) -> Iterator[None]:
         yield
     finally:
         if level > 1:
+            # The level cannot change inside a transaction; one left open here must not
+            # leave the connection at NORMAL for the deliveries that follow.  (Should this
+            # ROLLBACK fail, their BEGIN fails too: refused mail, never a silent 250.)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.execute(f"PRAGMA synchronous={level}")
 
 
