@@ -360,33 +360,45 @@ def expunge(
         if not rows:
             conn.execute("ROLLBACK")
             return []
-        folder = ref.folder(mail_root)
-        dirs: set[Path] = set()
-        for _uid, name, text, _size in rows:
-            path = maildir.locate(folder, name, _flags(text))
-            if path is None:
-                continue
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
-            dirs.add(path.parent)
-        if durable:
-            for d in dirs:
-                maildir.fsync_dir(d)
-        removed = [r[0] for r in rows]
-        # The messages_expunged trigger records each UID with highestmodseq + 1 ...
-        conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
-                         [(mailbox_id, uid) for uid in removed])
-        # ... which this makes the mailbox's HIGHESTMODSEQ (RFC 7162 §3.2.10).
-        conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?",
-                     (mailbox_id,))
-        conn.execute("UPDATE accounts SET used_bytes = MAX(0, used_bytes - ?) WHERE id = ?",
-                     (sum(r[3] for r in rows), ref.account_id))
+        removed = remove_rows(conn, ref, rows, mail_root, durable=durable)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return removed
+
+
+def remove_rows(conn: sqlite3.Connection, ref: MailboxRef,
+                rows: Sequence[tuple[int, str, str, int]], mail_root: Path, *,
+                durable: bool) -> list[int]:
+    """The common part of every expunge (IMAP EXPUNGE/MOVE here, POP3 UPDATE in
+    pop3ops.py), inside the caller's write transaction: the files unlinked and their
+    directories fsynced *before* the rows go, so a crash leaves at worst a row whose file
+    is gone (dropped by the next rescan), never a file nobody indexes.  `rows` are
+    (uid, file name, flags text, size)."""
+    folder = ref.folder(mail_root)
+    dirs: set[Path] = set()
+    for _uid, name, text, _size in rows:
+        path = maildir.locate(folder, name, _flags(text))
+        if path is None:
+            continue  # already gone from disk; the row goes below
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        dirs.add(path.parent)
+    if durable:
+        for d in dirs:
+            maildir.fsync_dir(d)
+    removed = [r[0] for r in rows]
+    # The messages_expunged trigger records each UID with highestmodseq + 1 ...
+    conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
+                     [(ref.id, uid) for uid in removed])
+    # ... which this makes the mailbox's HIGHESTMODSEQ (RFC 7162 §3.2.10).
+    conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?",
+                 (ref.id,))
+    conn.execute("UPDATE accounts SET used_bytes = MAX(0, used_bytes - ?) WHERE id = ?",
+                 (sum(r[3] for r in rows), ref.account_id))
     return removed
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kittiwake.store import maildir
+from kittiwake.store import maildir, messageops
 from kittiwake.store.addresses import account_dir, fold
 from kittiwake.store.errors import NotFound
 from kittiwake.store.index import find_mailbox
@@ -36,8 +36,6 @@ from kittiwake.store.models import MessageRow
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "kittiwake-pop3.lock"
-#: SQLite's default limit on host parameters is 999 (older builds); stay well under it.
-_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,44 +128,11 @@ def expunge(
         ref = find_mailbox(conn, account, mailbox)
         if ref is None:
             raise NotFound(f"no mailbox {mailbox!r} for {account}")
-        rows: list[tuple[int, str, str, int]] = []
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows += conn.execute(
-                f"SELECT uid, filename, flags, size FROM messages"
-                f" WHERE mailbox_id = ? AND uid IN ({marks})",
-                (ref.id, *chunk),
-            ).fetchall()
+        rows = messageops.select_uids(conn, "uid, filename, flags, size", ref.id, wanted)
         if not rows:
             conn.execute("ROLLBACK")
             return []
-        folder = ref.folder(mail_root)
-        directories: set[Path] = set()
-        for _uid, name, flags, _size in rows:
-            path = maildir.locate(folder, name, maildir.parse_flags(flags))
-            if path is None:
-                continue  # already gone from disk; the row goes below
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
-            directories.add(path.parent)
-        if durable:
-            for directory in directories:
-                maildir.fsync_dir(directory)
-        removed = [row[0] for row in rows]
-        conn.executemany(
-            "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
-            [(ref.id, uid) for uid in removed],
-        )
-        conn.execute(
-            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?", (ref.id,)
-        )
-        conn.execute(
-            "UPDATE accounts SET used_bytes = MAX(0, used_bytes - ?) WHERE id = ?",
-            (sum(row[3] for row in rows), ref.account_id),
-        )
+        removed = messageops.remove_rows(conn, ref, rows, mail_root, durable=durable)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from kittiwake.store import maildir
 from kittiwake.store.index import MailboxRef, all_mailboxes, refresh_usage
@@ -30,6 +31,47 @@ log = logging.getLogger(__name__)
 
 # Flags the Maildir info can carry; anything else (keywords) lives only in the index.
 _INFO_FLAGS = maildir.SYSTEM_FLAGS | {"$Forwarded"}
+
+class DiskEntry(Protocol):
+    """A file found in new/ or cur/ (maildir.WalkEntry, walkin's leaner entry)."""
+
+    @property
+    def base(self) -> str: ...
+    @property
+    def flags(self) -> frozenset[str]: ...
+    @property
+    def in_cur(self) -> bool: ...
+    @property
+    def mtime(self) -> float: ...
+
+
+E = TypeVar("E", bound=DiskEntry)
+
+
+def compare(conn: sqlite3.Connection, ref: MailboxRef, folder: Path,
+            on_disk: Mapping[str, E]) -> tuple[list[int], list[E], list[tuple[int, frozenset[str]]]]:
+    """What a Maildir's files say against the index rows of its mailbox: UIDs whose file
+    has gone, files with no row (in arrival order: their delivery time, then name), and
+    rows whose flags a reader changed in a cur/ name.  Shared by the start-up rescan and
+    the walk-in at SELECT (walkin.py), which only list the directory differently."""
+    indexed = {
+        name: (uid, maildir.parse_flags(flags))
+        for uid, name, flags in conn.execute(
+            "SELECT uid, filename, flags FROM messages WHERE mailbox_id = ?", (ref.id,)
+        )
+    }
+    # Checked once more by name: a reader may have renamed the file while we listed.
+    vanished = [uid for name, (uid, flags) in indexed.items()
+                if name not in on_disk and maildir.locate(folder, name, flags) is None]
+    arrivals = sorted((e for base, e in on_disk.items() if base not in indexed),
+                      key=lambda e: (e.mtime, e.base))
+    reflag: list[tuple[int, frozenset[str]]] = []
+    for name, (uid, flags) in indexed.items():
+        entry = on_disk.get(name)
+        # Only cur/ files carry authoritative info; new/ means "not yet seen by a reader".
+        if entry is not None and entry.in_cur and (flags & _INFO_FLAGS) != entry.flags:
+            reflag.append((uid, (flags - _INFO_FLAGS) | entry.flags))
+    return vanished, arrivals, reflag
 
 
 def reconcile(
@@ -50,27 +92,7 @@ def reconcile(
     # its commit, which cannot happen while we run, so every uncommitted file we saw is in it.
     for base in in_flight() & on_disk.keys():
         del on_disk[base]
-    indexed = {
-        name: (uid, maildir.parse_flags(flags))
-        for uid, name, flags in conn.execute(
-            "SELECT uid, filename, flags FROM messages WHERE mailbox_id = ?", (ref.id,)
-        )
-    }
-    # Checked once more by name: a reader may have renamed the file while we listed.
-    vanished = [
-        uid
-        for name, (uid, flags) in indexed.items()
-        if name not in on_disk and maildir.locate(folder, name, flags) is None
-    ]
-    arrivals = sorted(
-        (e for base, e in on_disk.items() if base not in indexed), key=lambda e: (e.mtime, e.base)
-    )
-    reflag: list[tuple[int, frozenset[str]]] = []
-    for name, (uid, flags) in indexed.items():
-        entry = on_disk.get(name)
-        # Only cur/ files carry authoritative info; new/ means "not yet seen by a reader".
-        if entry is not None and entry.in_cur and (flags & _INFO_FLAGS) != entry.flags:
-            reflag.append((uid, (flags - _INFO_FLAGS) | entry.flags))
+    vanished, arrivals, reflag = compare(conn, ref, folder, on_disk)
     if not (vanished or arrivals or reflag):
         return RescanResult()
 

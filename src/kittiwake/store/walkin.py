@@ -29,10 +29,10 @@ from typing import NamedTuple
 from kittiwake.store import maildir
 from kittiwake.store.index import MailboxRef, refresh_usage
 from kittiwake.store.models import RescanResult
+from kittiwake.store.rescan import compare
 
 log = logging.getLogger(__name__)
 
-_INFO_FLAGS = maildir.SYSTEM_FLAGS | {"$Forwarded"}
 
 
 class _Entry(NamedTuple):
@@ -98,11 +98,6 @@ def _scan(folder: Path) -> dict[str, _Entry]:
     return found
 
 
-def _arrival_order(e: _Entry) -> tuple[float, str]:
-    """UIDs follow arrival order (the delivery time), ties broken by name."""
-    return (e.mtime, e.base)
-
-
 def quick_reconcile(
     conn: sqlite3.Connection,
     ref: MailboxRef,
@@ -115,21 +110,7 @@ def quick_reconcile(
     on_disk = _scan(folder)
     for base in in_flight() & on_disk.keys():
         del on_disk[base]
-    indexed = {
-        name: (uid, maildir.parse_flags(flags))
-        for uid, name, flags in conn.execute(
-            "SELECT uid, filename, flags FROM messages WHERE mailbox_id = ?", (ref.id,)
-        )
-    }
-    vanished = [uid for name, (uid, flags) in indexed.items()
-                if name not in on_disk and maildir.locate(folder, name, flags) is None]
-    arrivals = [e for base, e in on_disk.items() if base not in indexed]
-    arrivals.sort(key=_arrival_order)
-    reflag = []
-    for name, (uid, flags) in indexed.items():
-        entry = on_disk.get(name)
-        if entry is not None and entry.in_cur and (flags & _INFO_FLAGS) != entry.flags:
-            reflag.append((uid, (flags - _INFO_FLAGS) | entry.flags))
+    vanished, arrivals, reflag = compare(conn, ref, folder, on_disk)
     if not (vanished or arrivals or reflag):
         return RescanResult()
     conn.execute("BEGIN IMMEDIATE")
