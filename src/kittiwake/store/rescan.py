@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -74,6 +74,52 @@ def compare(conn: sqlite3.Connection, ref: MailboxRef, folder: Path,
     return vanished, arrivals, reflag
 
 
+#: A file to index: (base name, flags text, internal date, size, structure JSON or None).
+Arrival = tuple[str, str, float, int, str | None]
+
+
+def apply(conn: sqlite3.Connection, ref: MailboxRef, vanished: Sequence[int],
+          arrivals: Sequence[Arrival], reflag: Sequence[tuple[int, frozenset[str]]]
+          ) -> RescanResult:
+    """Write what `compare` found in one transaction: rows of vanished files dropped (one
+    modseq for the expunge, RFC 7162), new files given the next UIDs in order, changed
+    flags stored, each with its own modseq."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        state = conn.execute(
+            "SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?", (ref.id,)
+        ).fetchone()
+        if state is None:  # mailbox deleted meanwhile
+            conn.execute("ROLLBACK")
+            return RescanResult()
+        uidnext, modseq = state
+        if vanished:
+            modseq += 1  # the messages_expunged trigger records each UID with it
+            conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
+                             [(ref.id, uid) for uid in vanished])
+        rows = []
+        for base, text, mtime, size, structure in arrivals:
+            modseq += 1
+            rows.append((ref.id, uidnext, base, text, mtime, size, modseq, structure))
+            uidnext += 1
+        conn.executemany(
+            "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size,"
+            " modseq, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        for uid, flags in reflag:
+            modseq += 1
+            conn.execute(
+                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                (maildir.format_flags(flags), modseq, ref.id, uid))
+        conn.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+                     (uidnext, modseq, ref.id))
+        refresh_usage(conn, ref.account_id)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return RescanResult(added=len(rows), removed=len(vanished), reflagged=len(reflag))
+
+
 def reconcile(
     conn: sqlite3.Connection,
     ref: MailboxRef,
@@ -105,59 +151,9 @@ def reconcile(
             continue
         prepared.append((entry, len(raw), structure_json(parser, raw)))
 
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        state = conn.execute(
-            "SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?", (ref.id,)
-        ).fetchone()
-        if state is None:  # mailbox deleted meanwhile
-            conn.execute("ROLLBACK")
-            return RescanResult()
-        uidnext, modseq = state
-        if vanished:
-            # RFC 7162: an expunge is a change; bump the mailbox's modseq once for it.
-            modseq += 1
-            conn.executemany(
-                "DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
-                [(ref.id, uid) for uid in vanished],
-            )
-        rows = []
-        for entry, size, structure in prepared:
-            modseq += 1
-            rows.append(
-                (
-                    ref.id,
-                    uidnext,
-                    entry.base,
-                    maildir.format_flags(entry.flags),
-                    entry.mtime,
-                    size,
-                    modseq,
-                    structure,
-                )
-            )
-            uidnext += 1
-        conn.executemany(
-            "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size, modseq,"
-            " structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        for uid, flags in reflag:
-            modseq += 1
-            conn.execute(
-                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
-                (maildir.format_flags(flags), modseq, ref.id, uid),
-            )
-        conn.execute(
-            "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
-            (uidnext, modseq, ref.id),
-        )
-        refresh_usage(conn, ref.account_id)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    result = RescanResult(added=len(rows), removed=len(vanished), reflagged=len(reflag))
+    result = apply(conn, ref, vanished,
+                   [(entry.base, maildir.format_flags(entry.flags), entry.mtime, size,
+                     structure) for entry, size, structure in prepared], reflag)
     log.info(
         "rescan account=%s mailbox=%s added=%d removed=%d reflagged=%d",
         ref.account,

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kittiwake.store import maildir
-from kittiwake.store.index import MailboxRef, refresh_usage
+from kittiwake.store.index import MailboxRef
 from kittiwake.store.models import RescanResult
-from kittiwake.store.rescan import compare
+from kittiwake.store.rescan import apply, compare
 
 log = logging.getLogger(__name__)
 
@@ -113,41 +113,8 @@ def quick_reconcile(
     vanished, arrivals, reflag = compare(conn, ref, folder, on_disk)
     if not (vanished or arrivals or reflag):
         return RescanResult()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        state = conn.execute(
-            "SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?", (ref.id,)
-        ).fetchone()
-        if state is None:
-            conn.execute("ROLLBACK")
-            return RescanResult()
-        uidnext, modseq = state
-        if vanished:
-            modseq += 1  # RFC 7162: the expunge is one change (the trigger records it)
-            conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
-                             [(ref.id, uid) for uid in vanished])
-        rows = []
-        for entry in arrivals:
-            modseq += 1
-            rows.append((ref.id, uidnext, entry.base, entry.text,
-                         entry.mtime, entry.size, modseq))
-            uidnext += 1
-        conn.executemany(
-            "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size,"
-            " modseq, structure) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)", rows)
-        for uid, flags in reflag:
-            modseq += 1
-            conn.execute(
-                "UPDATE messages SET flags = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
-                (maildir.format_flags(flags), modseq, ref.id, uid))
-        conn.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
-                     (uidnext, modseq, ref.id))
-        refresh_usage(conn, ref.account_id)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    result = RescanResult(added=len(rows), removed=len(vanished), reflagged=len(reflag))
+    result = apply(conn, ref, vanished,
+                   [(e.base, e.text, e.mtime, e.size, None) for e in arrivals], reflag)
     log.info("walk-in account=%s mailbox=%s added=%d removed=%d reflagged=%d seconds=%.3f",
              ref.account, ref.name, result.added, result.removed, result.reflagged,
              time.monotonic() - started)
