@@ -17,6 +17,7 @@ from kittiwake.message.bodystructure import format_bodystructure, format_envelop
 from kittiwake.message.structure import parse_structure
 from kittiwake.store import MailStore, StoreSettings, fts, indexer
 from kittiwake.store import search as content
+from kittiwake.store.imaptypes import MailboxHandle
 from kittiwake.store.messageops import folder_of
 from support.storefakes import data_dir_with
 
@@ -62,6 +63,14 @@ QUERIES: list[content.TextQuery] = [
     content.HeaderMatch("to", "bob"), content.HeaderMatch("subject", "note 1"),
     content.HeaderMatch("x-none", ""), content.HeaderMatch("subject", ""),
 ]
+
+
+async def scanned(store: MailStore, box: MailboxHandle, uids: list[int]) -> list[set[int]]:
+    """What a scan of the files answers to QUERIES: what the index must answer too."""
+    imap = store.imap
+    rows = await imap.message_data(box, uids, structure=False)
+    folder = await imap._read(lambda conn: folder_of(conn, store.settings.mail_root, box.id))
+    return content.scan(folder, rows, QUERIES)
 
 
 def run(data: Path, fn: Callable[[MailStore], Awaitable[T]]) -> T:
@@ -162,10 +171,7 @@ def test_search_is_right_for_messages_a_fetch_cached_ahead_of_the_indexer(data: 
         assert filled == uids
         await imap._write(lambda conn: None)  # the background cache write has landed
         assert len(await imap.fast_rows(box, uids, structures=True, header=None)) == 12
-        rows = await imap.message_data(box, uids, structure=False)
-        folder = await imap._read(lambda conn: folder_of(conn, store.settings.mail_root,
-                                                         box.id))
-        expected = content.scan(folder, rows, QUERIES)
+        expected = await scanned(store, box, uids)
         assert expected[0]  # "invoice" is there to be found
         assert await imap.search(box, uids, QUERIES) == expected
 
@@ -210,10 +216,7 @@ def test_full_text_index_is_compacted_once_mostly_dead(data: Path,
         await imap.expunge(box, list(range(1, 31)))
         await _compacted(store, 10)
         uids = list(range(31, 41))
-        rows = await imap.message_data(box, uids, structure=False)
-        folder = await imap._read(lambda conn: folder_of(conn, store.settings.mail_root,
-                                                         box.id))
-        assert await imap.search(box, uids, QUERIES) == content.scan(folder, rows, QUERIES)
+        assert await imap.search(box, uids, QUERIES) == await scanned(store, box, uids)
 
     run(data, go)
 
@@ -233,15 +236,11 @@ def test_messages_indexed_during_a_compaction_are_in_the_new_index(
         assert await imap._write(fts.start_compaction)
         # Searches keep using the old index while the copy is built.
         uids = list(range(16, 21))
-        rows = await imap.message_data(box, uids, structure=False)
-        folder = await imap._read(lambda conn: folder_of(conn, store.settings.mail_root,
-                                                         box.id))
-        assert await imap.search(box, uids, QUERIES) == content.scan(folder, rows, QUERIES)
+        assert await imap.search(box, uids, QUERIES) == await scanned(store, box, uids)
         for msg in mail[20:30]:
             await store.deliver(ALICE, msg)
         await _compacted(store, 15)
         uids = list(range(16, 31))
-        rows = await imap.message_data(box, uids, structure=False)
-        assert await imap.search(box, uids, QUERIES) == content.scan(folder, rows, QUERIES)
+        assert await imap.search(box, uids, QUERIES) == await scanned(store, box, uids)
 
     run(data, go)

@@ -69,16 +69,19 @@ def _leaves(key: SearchKey, out: list[SearchKey]) -> None:
         out.append(key)
 
 
-def uses_modseq(key: SearchKey) -> bool:
-    if isinstance(key, SearchModSeq):
-        return True
+def _any_key(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
+    """Whether any leaf of the search program passes `test`."""
     if isinstance(key, SearchAnd):
-        return any(uses_modseq(k) for k in key.keys)
+        return any(_any_key(k, test) for k in key.keys)
     if isinstance(key, SearchOr):
-        return uses_modseq(key.left) or uses_modseq(key.right)
+        return _any_key(key.left, test) or _any_key(key.right, test)
     if isinstance(key, SearchNot):
-        return uses_modseq(key.key)
-    return False
+        return _any_key(key.key, test)
+    return test(key)
+
+
+def uses_modseq(key: SearchKey) -> bool:
+    return _any_key(key, lambda k: isinstance(k, SearchModSeq))
 
 
 class _Evaluator:
@@ -132,17 +135,8 @@ class _Evaluator:
 
 def _needs_rows(key: SearchKey) -> bool:
     """Whether evaluation needs the index rows (else the view's UIDs are enough)."""
-    if isinstance(key, SearchFlag | SearchSize | SearchModSeq):
-        return True
-    if isinstance(key, SearchDate):
-        return key.kind not in _SENT_OPS
-    if isinstance(key, SearchAnd):
-        return any(_needs_rows(k) for k in key.keys)
-    if isinstance(key, SearchOr):
-        return _needs_rows(key.left) or _needs_rows(key.right)
-    if isinstance(key, SearchNot):
-        return _needs_rows(key.key)
-    return False
+    return _any_key(key, lambda k: isinstance(k, SearchFlag | SearchSize | SearchModSeq) or (
+        isinstance(k, SearchDate) and k.kind not in _SENT_OPS))
 
 
 async def search(store: ImapStore, view: SelectedMailbox, criteria: SearchKey,
