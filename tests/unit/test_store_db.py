@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,38 @@ def test_derived_data_left_in_a_transaction_still_restores_full_sync(tmp_path: P
     assert not conn.in_transaction
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+
+
+def _plan(conn: sqlite3.Connection, sql: str) -> str:
+    return " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+
+
+def test_a_v3_index_gains_file_names_in_the_narrow_index_and_keeps_its_rows(tmp_path: Path) -> None:
+    raw = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    assert db.migrate(raw, db.MIGRATIONS[:3]) == 3
+    raw.execute("PRAGMA foreign_keys = OFF")
+    raw.execute("INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size,"
+                " modseq, structure) VALUES (1, 7, 'base7', 'S', 1.0, 10, 2, '{}')")
+    assert db.migrate(raw, db.MIGRATIONS) == db.MIGRATIONS[-1].version
+    columns = [r[2] for r in raw.execute("PRAGMA index_info(messages_meta)")]
+    assert columns[-1] == "filename"
+    assert raw.execute("SELECT filename FROM messages INDEXED BY messages_meta"
+                       " WHERE mailbox_id = 1 AND uid = 7").fetchone() == ("base7",)
+
+
+def test_lookups_without_structure_walk_the_narrow_index(tmp_path: Path) -> None:
+    """A point lookup of a file name must not walk the wide-row table (1.3 ms from disk per
+    lookup at 100,000 messages, bench/imap_bench.py "random full bodies")."""
+    from kittiwake.store import messageops
+
+    conn = db.connect(tmp_path / "k.db")
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    messageops.select_uids(conn, "uid, flags, internaldate, size, modseq, NULL, filename", 1, [5])
+    messageops.select_uids(conn, "uid, filename, flags, size", 1, list(range(1, 2000)))
+    messageops.select_uids(conn, "uid, filename, flags, structure", 1, [5])
+    conn.set_trace_callback(None)
+    plans = [_plan(conn, sql) for sql in seen]
+    assert "COVERING INDEX messages_meta" in plans[0]
+    assert "COVERING INDEX messages_meta" in plans[1]
+    assert "PRIMARY KEY" in plans[2]  # the structure lives in the table only

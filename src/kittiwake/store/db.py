@@ -189,6 +189,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "file names in the covering index of message metadata",
+        (
+            # Rows of `messages` carry the structure JSON, and a WITHOUT ROWID table keeps
+            # whole rows in its interior pages too: a point lookup there walks ~6 levels of
+            # pages that are seldom all cached (1.3 ms per lookup from disk at 100,000
+            # messages).  With the base name in the narrow index, FETCH BODY[] and SEARCH
+            # find a file through ~3 small levels instead (messageops.META_INDEX).
+            "DROP INDEX messages_meta",
+            "CREATE INDEX messages_meta ON messages(mailbox_id, uid, flags, modseq,"
+            " internaldate, size, filename)",
+        ),
+    ),
 )
 
 
