@@ -75,32 +75,46 @@ def _plan(conn: sqlite3.Connection, sql: str) -> str:
     return " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
 
 
-def test_a_v3_index_gains_file_names_in_the_narrow_index_and_keeps_its_rows(tmp_path: Path) -> None:
+def test_a_v3_index_moves_structures_to_their_own_table_and_keeps_its_rows(
+        tmp_path: Path) -> None:
     raw = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     assert db.migrate(raw, db.MIGRATIONS[:3]) == 3
     raw.execute("PRAGMA foreign_keys = OFF")
-    raw.execute("INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size,"
-                " modseq, structure) VALUES (1, 7, 'base7', 'S', 1.0, 10, 2, '{}')")
+    raw.executemany(
+        "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size, modseq,"
+        " structure) VALUES (1, ?, ?, 'S', 1.0, 10, 2, ?)",
+        [(7, "base7", '{"type": "text"}'), (8, "base8", None)])
     assert db.migrate(raw, db.MIGRATIONS) == db.MIGRATIONS[-1].version
-    columns = [r[2] for r in raw.execute("PRAGMA index_info(messages_meta)")]
-    assert columns[-1] == "filename"
-    assert raw.execute("SELECT filename FROM messages INDEXED BY messages_meta"
-                       " WHERE mailbox_id = 1 AND uid = 7").fetchone() == ("base7",)
+    columns = [r[1] for r in raw.execute("PRAGMA table_info(messages)")]
+    assert "structure" not in columns and "filename" in columns
+    assert raw.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_meta'"
+                       ).fetchone() == (0,)
+    assert raw.execute("SELECT uid, filename, flags FROM messages ORDER BY uid").fetchall() == [
+        (7, "base7", "S"), (8, "base8", "S")]
+    assert raw.execute("SELECT mailbox_id, uid, structure FROM structures").fetchall() == [
+        (1, 7, '{"type": "text"}')]
+    raw.execute("DELETE FROM messages WHERE uid = 7")  # the structure goes with its message
+    assert raw.execute("SELECT COUNT(*) FROM structures").fetchone() == (0,)
 
 
-def test_lookups_without_structure_walk_the_narrow_index(tmp_path: Path) -> None:
-    """A point lookup of a file name must not walk the wide-row table (1.3 ms from disk per
-    lookup at 100,000 messages, bench/imap_bench.py "random full bodies")."""
-    from kittiwake.store import messageops
+def test_structures_are_written_apart_and_read_back_joined(tmp_path: Path) -> None:
+    """`messages` stays narrow (a point lookup from disk walks few small pages), so a
+    lookup that needs no structure must not touch the structures table."""
+    from kittiwake.store import index, messageops
 
     conn = db.connect(tmp_path / "k.db")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    index.insert_messages(conn, [(1, 5, "b5", "", 1.0, 10, 2, '{"s": 5}'),
+                                 (1, 6, "b6", "", 1.0, 10, 3, None)])
+    index.store_structures(conn, 1, [(6, '{"s": 6}'), (9, '{"gone": 1}')])  # 9: no message
+    assert conn.execute("SELECT uid FROM structures ORDER BY uid").fetchall() == [(5,), (6,)]
     seen: list[str] = []
     conn.set_trace_callback(seen.append)
-    messageops.select_uids(conn, "uid, flags, internaldate, size, modseq, NULL, filename", 1, [5])
+    assert messageops.select_uids(conn, "uid, filename, structure", 1, [5, 6]) == [
+        (5, "b5", '{"s": 5}'), (6, "b6", '{"s": 6}')]
+    assert messageops.select_uids(conn, "uid, filename, flags", 1, [5]) == [(5, "b5", "")]
     messageops.select_uids(conn, "uid, filename, flags, size", 1, list(range(1, 2000)))
-    messageops.select_uids(conn, "uid, filename, flags, structure", 1, [5])
     conn.set_trace_callback(None)
     plans = [_plan(conn, sql) for sql in seen]
-    assert "COVERING INDEX messages_meta" in plans[0]
-    assert "COVERING INDEX messages_meta" in plans[1]
-    assert "PRIMARY KEY" in plans[2]  # the structure lives in the table only
+    assert "structures" in plans[0]
+    assert all("structures" not in p and "PRIMARY KEY" in p for p in plans[1:]), plans

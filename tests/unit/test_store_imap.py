@@ -327,7 +327,7 @@ def test_structure_parsed_on_demand_and_cached(data: Path) -> None:
         imap = store.imap
         await store.deliver(ALICE, MSG)
         with sqlite3.connect(data / "kittiwake.db") as conn:
-            conn.execute("UPDATE messages SET structure = NULL")
+            conn.execute("DELETE FROM structures")
         box = await imap.mailbox(ALICE, "INBOX")
         rows = await imap.message_data(box, [1])
         assert rows[0].structure is None
@@ -357,6 +357,43 @@ def test_walk_in_while_running_is_seen_at_select(data: Path) -> None:
             (1, {"\\Flagged", "\\Seen"}), (2, frozenset())]
 
     run(data, go)
+
+
+def test_walk_in_takes_size_and_date_from_maildir_names_else_from_stat(data: Path) -> None:
+    """A Maildir++ name carries delivery time and `,S=` size (Dovecot writes both): the
+    walk-in trusts them, as Dovecot does, instead of a stat() per file; other names are
+    stat()ed (mtime as INTERNALDATE, as rescan.py)."""
+    async def go(store: MailStore) -> None:
+        imap = store.imap
+        box = await imap.mailbox(ALICE, "INBOX")
+        cur = folder(data) / "cur"
+        (cur / f"1600000000.M1P2Q3.host,S={len(MSG)},W=99:2,S").write_bytes(MSG)
+        (cur / "plain-name:2,").write_bytes(MSG + b"more")
+        os.utime(cur / "plain-name:2,", (1500000000, 1500000000))
+        os.utime(cur, ns=(0, 10**18))
+        snap = await imap.snapshot(box)
+        rows = await imap.message_data(box, snap.uids)
+        assert [(m.internaldate, m.size) for m in rows] == [
+            (1500000000.0, len(MSG) + 4), (1600000000.0, len(MSG))]
+
+    run(data, go)
+
+
+@pytest.mark.parametrize(("base", "facts"), [
+    ("1546324424.M2P1Q1.host,S=3773", (3773, 1546324424.0)),
+    ("1546324424.M2P1Q1.host,S=3773,W=3850", (3773, 1546324424.0)),
+    ("1546324424.M2P1Q1.host,W=3850,S=12", (12, 1546324424.0)),
+    ("1546324424.M2P1Q1.host", (None, None)),  # no size: stat
+    ("15463.M2P1Q1.host,S=3773", (None, None)),  # not a delivery time
+    ("abcdefghij.M2P1Q1.host,S=3773", (None, None)),
+    ("1546324424.M2P1Q1.host,S=", (None, None)),
+    ("1546324424.M2P1Q1.host,S=12x", (None, None)),
+    ("1546324424,S=12", (None, None)),  # the size must follow the unique part
+])
+def test_maildir_name_facts(base: str, facts: tuple[int | None, float | None]) -> None:
+    from kittiwake.store.walkin import _from_name
+
+    assert _from_name(base) == facts
 
 
 # ---------------------------------------------------------------------------- notification

@@ -91,7 +91,7 @@ def test_deliver_writes_exact_bytes_into_new_and_indexes_increasing_uids(data: P
     assert os.listdir(inbox(data) / "tmp") == []
     with sqlite3.connect(data / "kittiwake.db") as conn:
         structure, used = conn.execute(
-            "SELECT structure, used_bytes FROM messages, accounts WHERE uid = 1 AND accounts.id = 1"
+            "SELECT structure, used_bytes FROM structures, accounts WHERE uid = 1 AND accounts.id = 1"
         ).fetchone()
     assert json.loads(structure) == {"type": "text", "size": len(MESSAGE)}
     assert used == 2 * len(MESSAGE) + 1
@@ -191,7 +191,7 @@ def test_real_structure_parser_output_is_cached(data: Path) -> None:
 
     asyncio.run(main())
     with sqlite3.connect(data / "kittiwake.db") as conn:
-        (text,) = conn.execute("SELECT structure FROM messages").fetchone()
+        (text,) = conn.execute("SELECT structure FROM structures").fetchone()
     assert json.loads(text) == json.loads(json.dumps(structure.parse_structure(MESSAGE)))
 
 

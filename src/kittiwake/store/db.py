@@ -191,16 +191,33 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "file names in the covering index of message metadata",
+        "cached structures in a table of their own",
         (
-            # Rows of `messages` carry the structure JSON, and a WITHOUT ROWID table keeps
-            # whole rows in its interior pages too: a point lookup there walks ~6 levels of
-            # pages that are seldom all cached (1.3 ms per lookup from disk at 100,000
-            # messages).  With the base name in the narrow index, FETCH BODY[] and SEARCH
-            # find a file through ~3 small levels instead (messageops.META_INDEX).
+            # The structure JSON (~1-2 kB) made `messages` rows wide, and a WITHOUT ROWID
+            # table keeps whole rows in its interior pages too: a point lookup walked ~6
+            # levels of mostly uncached pages (1.3 ms per lookup from disk at 100,000
+            # messages), and the indexer's fill of a walked-in row grew it in place,
+            # splitting pages.  Apart, `messages` is narrow enough to need no covering
+            # index (one B-tree less to write per delivery and walk-in) and the fill
+            # appends.  Rows go with their message (messages_uncache) or mailbox (cascade).
+            """CREATE TABLE structures (
+                mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+                uid        INTEGER NOT NULL,
+                structure  TEXT NOT NULL,
+                PRIMARY KEY (mailbox_id, uid)
+            ) WITHOUT ROWID""",
+            "INSERT INTO structures (mailbox_id, uid, structure)"
+            " SELECT mailbox_id, uid, structure FROM messages WHERE structure IS NOT NULL",
             "DROP INDEX messages_meta",
-            "CREATE INDEX messages_meta ON messages(mailbox_id, uid, flags, modseq,"
-            " internaldate, size, filename)",
+            "ALTER TABLE messages DROP COLUMN structure",
+            "DROP TRIGGER messages_uncache",
+            """CREATE TRIGGER messages_uncache AFTER DELETE ON messages
+            BEGIN
+                DELETE FROM structures WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
+                DELETE FROM imap_cache WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
+                DELETE FROM imap_header WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
+                DELETE FROM imap_common WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
+            END""",
         ),
     ),
 )

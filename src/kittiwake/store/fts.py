@@ -30,6 +30,7 @@ from typing import Any
 
 from kittiwake.message.headers import header_bounds
 from kittiwake.store import db, search
+from kittiwake.store.index import WITH_STRUCTURE
 from kittiwake.store.search import BodyMatch, HeaderMatch, TextQuery
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,8 @@ def rebuild_work(conn: sqlite3.Connection, limit: int) -> RebuildWork | None:
             conn.execute("DELETE FROM fts_rebuild WHERE mailbox_id = ?", (mailbox_id,))
             continue
         items = conn.execute(
-            "SELECT uid, filename, flags, structure FROM messages WHERE mailbox_id = ?"
-            " AND uid > ? AND uid <= ? ORDER BY uid LIMIT ?",
+            f"SELECT uid, filename, flags, structure FROM {WITH_STRUCTURE}"
+            " WHERE mailbox_id = ? AND uid > ? AND uid <= ? ORDER BY uid LIMIT ?",
             (mailbox_id, done, upto, limit)).fetchall()
         new_done = items[-1][0] if len(items) == limit else upto
         return mailbox_id, int(validity), new_done, items

@@ -5,6 +5,7 @@ BEGIN or COMMIT, so several of them compose into one atomic change."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +104,33 @@ def refresh_usage(conn: sqlite3.Connection, account_id: int) -> None:
         "JOIN mailboxes mb ON mb.id = msg.mailbox_id WHERE mb.account_id = ?) WHERE id = ?",
         (account_id, account_id),
     )
+
+
+#: Rows with their cached structure (migration 4 keeps it apart, so `messages` stays
+#: narrow); a message the parser has not reached has NULL.
+WITH_STRUCTURE = "messages LEFT JOIN structures USING (mailbox_id, uid)"
+
+#: A new message row: (mailbox id, uid, base name, flags text, internal date, size, modseq,
+#: structure JSON or None).
+NewRow = tuple[int, int, str, str, float, int, int, "str | None"]
+
+
+def insert_messages(conn: sqlite3.Connection, rows: Sequence[NewRow]) -> None:
+    """Every path that gives files UIDs (delivery, APPEND, COPY, walk-in, rescan) writes
+    through here, so a structure known at that point always lands in its own table."""
+    conn.executemany(
+        "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size, modseq)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)", [r[:7] for r in rows])
+    conn.executemany(
+        "INSERT INTO structures (mailbox_id, uid, structure) VALUES (?, ?, ?)",
+        [(r[0], r[1], r[7]) for r in rows if r[7] is not None])
+
+
+def store_structures(conn: sqlite3.Connection, mailbox_id: int,
+                     items: Iterable[tuple[int, str]]) -> None:
+    """Cache structures parsed after their row was written (by the indexer, or by a FETCH
+    that needed one); a message expunged meanwhile gets none."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO structures (mailbox_id, uid, structure)"
+        " SELECT mailbox_id, uid, ? FROM messages WHERE mailbox_id = ? AND uid = ?",
+        [(text, mailbox_id, uid) for uid, text in items])

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kittiwake.store import db, fts, messageops
-from kittiwake.store.index import MailboxRef
+from kittiwake.store.index import WITH_STRUCTURE, MailboxRef, store_structures
 from kittiwake.store.workers import Prepared
 
 if TYPE_CHECKING:
@@ -111,8 +111,8 @@ class Indexer:
                 return None
             folder = MailboxRef(*ref_row[:4]).folder(mail_root)
             found = conn.execute(
-                "SELECT uid, filename, flags, structure FROM messages WHERE mailbox_id = ?"
-                " AND uid > ? ORDER BY uid LIMIT ?", (mailbox_id, mark, BATCH)).fetchall()
+                f"SELECT uid, filename, flags, structure FROM {WITH_STRUCTURE}"
+                " WHERE mailbox_id = ? AND uid > ? ORDER BY uid LIMIT ?", (mailbox_id, mark, BATCH)).fetchall()
             return str(folder), found, int(ref_row[4])
 
         got = await self._imap._read(rows)
@@ -230,7 +230,5 @@ def cache_rows(conn: sqlite3.Connection, mailbox_id: int, prepared: list[Prepare
     conn.executemany(
         "INSERT OR REPLACE INTO imap_common (mailbox_id, uid, common) VALUES (?, ?, ?)",
         [(mailbox_id, p.uid, p.common) for p in done if p.common is not None])
-    conn.executemany(
-        "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
-        [(p.structure, mailbox_id, p.uid) for p in done if p.structure])
+    store_structures(conn, mailbox_id, [(p.uid, p.structure) for p in done if p.structure])
 

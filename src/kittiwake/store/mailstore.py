@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from kittiwake.store import db, maildir, messageops, pop3ops
+from kittiwake.store import db, maildir, pop3ops
 from kittiwake.store.addresses import fold
 from kittiwake.store.errors import NotFound, StoreClosed
 from kittiwake.store.imapstore import ImapStore
@@ -226,8 +226,7 @@ class MailStore:
         def run(conn: sqlite3.Connection) -> bytes:
             ref = self._mailbox(conn, account, mailbox)
             row = conn.execute(
-                f"SELECT filename, flags FROM {messageops.META_INDEX}"
-                " WHERE mailbox_id = ? AND uid = ?",
+                "SELECT filename, flags FROM messages WHERE mailbox_id = ? AND uid = ?",
                 (ref.id, uid),
             ).fetchone()
             if row is None:

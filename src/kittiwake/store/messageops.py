@@ -45,16 +45,17 @@ from kittiwake.store.imaptypes import (
     StoreMode,
     parse_flags,
 )
-from kittiwake.store.index import MailboxRef
+from kittiwake.store.index import (
+    WITH_STRUCTURE,
+    MailboxRef,
+    NewRow,
+    insert_messages,
+    store_structures,
+)
 
 #: Below SQLite's default host-parameter limit; larger sets are read as one UID range.
 _CHUNK = 500
 _INFO_FLAGS = maildir.SYSTEM_FLAGS | {"$Forwarded"}
-#: Every column of `messages` but the structure JSON, in a narrow index (migration 4).
-#: SQLite's planner takes the primary key for a lookup by (mailbox, UID) — one row, it
-#: reckons, whatever the path costs — and in a table of wide rows that path is deep and
-#: mostly uncached; so lookups that need no structure name this index.
-META_INDEX = "messages INDEXED BY messages_meta"
 
 
 def _flags(text: str) -> frozenset[str]:
@@ -86,7 +87,7 @@ def select_uids(
     if not uids:
         return []
     wanted = sorted(set(uids))
-    source = "messages" if "structure" in columns else META_INDEX
+    source = WITH_STRUCTURE if "structure" in columns else "messages"
     if len(wanted) > _CHUNK:
         keep = set(wanted)
         rows = conn.execute(
@@ -251,10 +252,7 @@ def save_structures(conn: sqlite3.Connection, mailbox_id: int, items: Sequence[t
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(
-            "UPDATE messages SET structure = ? WHERE mailbox_id = ? AND uid = ?",
-            [(text, mailbox_id, uid) for uid, text in items],
-        )
+        store_structures(conn, mailbox_id, items)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -478,7 +476,7 @@ def transfer(
             if not Quota(quota_row[0], limit).allows(sum(r[4] for r in rows)):
                 raise OverQuota("copy would exceed the quota")
         src_folder, dst_folder = src_ref.folder(mail_root), dst_ref.folder(mail_root)
-        inserts: list[tuple[Any, ...]] = []
+        inserts: list[NewRow] = []
         pairs: list[tuple[int, int]] = []
         for uid, base, text, date, size, structure in rows:
             flags = _flags(text)
@@ -497,11 +495,7 @@ def transfer(
                 dirs |= {s.parent for s, _ in placed}
             for d in dirs:
                 maildir.fsync_dir(d)
-        conn.executemany(
-            "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size,"
-            " modseq, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            inserts,
-        )
+        insert_messages(conn, inserts)
         conn.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
                      (uidnext, modseq, dest.id))
         if move and pairs:

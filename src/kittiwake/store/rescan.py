@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from kittiwake.store import maildir
-from kittiwake.store.index import MailboxRef, all_mailboxes, refresh_usage
+from kittiwake.store.index import MailboxRef, NewRow, all_mailboxes, insert_messages, refresh_usage
 from kittiwake.store.models import RescanResult
 from kittiwake.store.structure import StructureParser, structure_json
 
@@ -97,14 +97,12 @@ def apply(conn: sqlite3.Connection, ref: MailboxRef, vanished: Sequence[int],
             modseq += 1  # the messages_expunged trigger records each UID with it
             conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
                              [(ref.id, uid) for uid in vanished])
-        rows = []
+        rows: list[NewRow] = []
         for base, text, mtime, size, structure in arrivals:
             modseq += 1
             rows.append((ref.id, uidnext, base, text, mtime, size, modseq, structure))
             uidnext += 1
-        conn.executemany(
-            "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size,"
-            " modseq, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        insert_messages(conn, rows)
         for uid, flags in reflag:
             modseq += 1
             conn.execute(

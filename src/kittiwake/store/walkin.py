@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -54,19 +53,23 @@ def _info(info: str | None) -> tuple[frozenset[str], str]:
 _NO_FLAGS = _info(None)
 
 
-_NAME_FACTS = re.compile(r"(\d{9,11})\.[^,]*(?:,.*)?,S=(\d+)(?:,|$)")
-
-
 def _from_name(base: str) -> tuple[int | None, float | None]:
     """Size and delivery time from a Maildir++ name such as `1546324424.M2P1Q1.host,S=3773`:
     the spec's first field is the delivery time and Courier's `,S=` the file's size, which
     Dovecot and we write.  Taking them from the name spares a stat() per file (the cost of
     the first SELECT of a big walked-in Maildir, as in Dovecot, which trusts `S=` too);
-    a name without them is stat()ed."""
-    m = _NAME_FACTS.match(base)
-    if m is None:
+    a name without them is stat()ed.  String methods, not a regex: this runs per file and
+    was a third of a 100,000-file walk-in."""
+    dot = base.find(".")
+    mark = base.rfind(",S=")
+    if not 9 <= dot <= 11 or mark < dot:
         return None, None
-    return int(m.group(2)), float(m.group(1))
+    end = base.find(",", mark + 3)
+    size = base[mark + 3:end] if end >= 0 else base[mark + 3:]
+    when = base[:dot]
+    if not (size.isdecimal() and when.isdecimal()):
+        return None, None
+    return int(size), float(when)
 
 
 def _scan(folder: Path) -> dict[str, _Entry]:

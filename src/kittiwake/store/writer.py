@@ -47,7 +47,7 @@ from typing import Any
 
 from kittiwake.store import db, maildir
 from kittiwake.store.errors import NotFound, StoreClosed
-from kittiwake.store.index import MailboxRef, find_mailbox
+from kittiwake.store.index import MailboxRef, NewRow, find_mailbox, insert_messages
 from kittiwake.store.models import DeliveredMessage, DeliveryRequest, StoreSettings, StoreStats
 from kittiwake.store.structure import StructureParser, structure_json
 
@@ -474,7 +474,7 @@ class Writer:
                 ).fetchone()
                 if row is not None:
                     state[mailbox_id] = [row[0], row[1]]
-            rows: list[tuple[Any, ...]] = []
+            rows: list[NewRow] = []
             usage: dict[int, int] = defaultdict(int)
             results: dict[int, list[DeliveredMessage]] = {}
             for g in live:
@@ -494,11 +494,7 @@ class Writer:
                     )  # fmt: skip
                     usage[it.ref.account_id] += it.size
                     out.append(DeliveredMessage(it.ref.account, it.ref.name, uid, it.dest))
-            conn.executemany(
-                "INSERT INTO messages (mailbox_id, uid, filename, flags, internaldate, size,"
-                " modseq, structure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            insert_messages(conn, rows)
             conn.executemany(
                 "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
                 [(uidnext, modseq, mid) for mid, (uidnext, modseq) in state.items()],
