@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_body", "format_bodystructure", "format_envelope", "imap_string"]
+__all__ = ["format_body", "format_body_and_structure", "format_bodystructure", "format_envelope",
+           "imap_string"]
 
 # RFC 9051 body-type-mpart needs one body at least; a multipart with none shows this.
 _EMPTY_PART: dict[str, Any] = {"h": 0, "b": 0, "e": 0, "type": "text", "subtype": "plain",
@@ -107,16 +108,17 @@ def format_envelope(struct: Mapping[str, Any], *, utf8: bool = False) -> str:
     return _envelope(env if isinstance(env, Mapping) else {}, utf8)
 
 
-def _body(node: Mapping[str, Any], extensible: bool, utf8: bool) -> str:
+def _bodies(node: Mapping[str, Any], utf8: bool) -> tuple[str, str]:
+    """BODY and BODYSTRUCTURE of a node in one walk: the indexer stores both, and they
+    share everything but the extension data."""
     if "parts" in node:
-        parts = node["parts"] or [_EMPTY_PART]
-        out = "(" + "".join(_body(p, extensible, utf8) for p in parts)
-        out += " " + _upper(node.get("subtype", "mixed"), utf8)
-        if extensible:
-            # body-ext-mpart: parameters, disposition, language, location
-            out += (f" {_params(node.get('params'), utf8)} {_disposition(node, utf8)}"
-                    f" {_language(node, utf8)} {imap_string(node.get('loc'), utf8)}")
-        return out + ")"
+        pairs = [_bodies(p, utf8) for p in node["parts"] or [_EMPTY_PART]]
+        subtype = " " + _upper(node.get("subtype", "mixed"), utf8)
+        # body-ext-mpart: parameters, disposition, language, location
+        ext = (f" {_params(node.get('params'), utf8)} {_disposition(node, utf8)}"
+               f" {_language(node, utf8)} {imap_string(node.get('loc'), utf8)}")
+        return ("(" + "".join(b for b, _ in pairs) + subtype + ")",
+                "(" + "".join(f for _, f in pairs) + subtype + ext + ")")
     ctype = node.get("type", "text")
     fields = [
         _upper(ctype, utf8),
@@ -128,28 +130,37 @@ def _body(node: Mapping[str, Any], extensible: bool, utf8: bool) -> str:
         str(max(0, int(node.get("e", 0)) - int(node.get("b", 0)))),
     ]
     message = node.get("msg")
+    inner: tuple[str, str] | None = None
+    lines: list[str] = []
     if isinstance(message, Mapping):
         # body-type-msg: envelope, body and line count of the encapsulated message
         fields.append(format_envelope(message, utf8=utf8))
-        fields.append(_body(message, extensible, utf8))
-        fields.append(str(node.get("lines", 0)))
+        inner = _bodies(message, utf8)
+        lines.append(str(node.get("lines", 0)))
     elif str(ctype).lower() == "text":
-        fields.append(str(node.get("lines", 0)))  # body-type-text: body-fld-lines
-    if extensible:
-        # body-ext-1part: MD5, disposition, language, location
-        fields.append(imap_string(node.get("md5"), utf8))
-        fields.append(_disposition(node, utf8))
-        fields.append(_language(node, utf8))
-        fields.append(imap_string(node.get("loc"), utf8))
-    return "(" + " ".join(fields) + ")"
+        lines.append(str(node.get("lines", 0)))  # body-type-text: body-fld-lines
+    # body-ext-1part: MD5, disposition, language, location
+    extension = [imap_string(node.get("md5"), utf8), _disposition(node, utf8),
+                 _language(node, utf8), imap_string(node.get("loc"), utf8)]
+    if inner is None:
+        return ("(" + " ".join(fields + lines) + ")",
+                "(" + " ".join(fields + lines + extension) + ")")
+    return ("(" + " ".join([*fields, inner[0], *lines]) + ")",
+            "(" + " ".join([*fields, inner[1], *lines, *extension]) + ")")
 
 
 def format_bodystructure(struct: Mapping[str, Any], extensible: bool = True, *,
                          utf8: bool = False) -> str:
     """BODYSTRUCTURE (``extensible=True``) or BODY (``False``) of a node."""
-    return _body(struct, extensible, utf8)
+    return _bodies(struct, utf8)[1 if extensible else 0]
 
 
 def format_body(struct: Mapping[str, Any], *, utf8: bool = False) -> str:
     """The non-extensible BODY form: BODYSTRUCTURE without extension data."""
-    return _body(struct, False, utf8)
+    return _bodies(struct, utf8)[0]
+
+
+def format_body_and_structure(struct: Mapping[str, Any], *,
+                              utf8: bool = False) -> tuple[str, str]:
+    """(BODY, BODYSTRUCTURE) of a node, for the cache, which keeps both."""
+    return _bodies(struct, utf8)

@@ -125,8 +125,7 @@ class _Parser:
         found: dict[bytes, bytes] = {}
         # The leading newline lets one search jump from line start to line start.
         rx = _MESSAGE_FIELDS_RE if message else _CONTENT_FIELDS_RE
-        for m in rx.finditer(b"\n" + self.raw[start:end]):
-            name, value = m.group(1, 2)
+        for name, value in rx.findall(b"\n" + self.raw[start:end]):
             name = name.lower()
             if name not in found:
                 found[name] = value[:-1] if value.endswith(b"\r") else value

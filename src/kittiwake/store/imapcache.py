@@ -150,7 +150,7 @@ def _fields_regex(names: tuple[str, ...]) -> re.Pattern[bytes] | None:
     if not valid:
         return None
     alternatives = b"|".join(re.escape(n) for n in valid)
-    return re.compile(rb"\n(?:" + alternatives + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*",
+    return re.compile(rb"\n((?:" + alternatives + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*)",
                       re.IGNORECASE)
 
 
@@ -165,6 +165,10 @@ def header_fields(header: bytes, names: tuple[str, ...], exclude: bool, *,
         if rx is None:
             return b"\r\n"
         text = b"\n" + header[:limit]
+        if text.endswith(b"\n"):
+            # Every field found ends at a newline its match leaves for the next one's.
+            kept = rx.findall(text)
+            return b"\n".join(kept) + b"\n\r\n" if kept else b"\r\n"
         end = len(text)
         kept = []
         for m in rx.finditer(text):

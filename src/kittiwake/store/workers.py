@@ -55,11 +55,7 @@ def prepare(folder: str, items: Sequence[Item], fulltext: bool = True,
     (`fulltext`: the indexer's whole job), cut the header block (`header`).  A session's
     own fill (neither) computes only what its FETCH shows.  Messages whose file has gone
     are left out."""
-    from kittiwake.message.bodystructure import (
-        format_body,
-        format_bodystructure,
-        format_envelope,
-    )
+    from kittiwake.message.bodystructure import format_body_and_structure, format_envelope
 
     out: list[Prepared] = []
     for uid, base, flags, structure in items:
@@ -69,8 +65,7 @@ def prepare(folder: str, items: Sequence[Item], fulltext: bool = True,
         raw, struct, parsed = loaded
         new_json = json.dumps(struct, separators=(",", ":")) if parsed and fulltext else None
         envelope = format_envelope(struct)
-        bodystructure = format_bodystructure(struct)
-        body = format_body(struct)
+        body, bodystructure = format_body_and_structure(struct)
         ascii_only = envelope.isascii() and bodystructure.isascii()
         block = raw[: struct.get("b", 0)] if header else None
         out.append(Prepared(uid, new_json, envelope, bodystructure, body, ascii_only, block,
@@ -97,6 +92,8 @@ def _load(folder: str, base: str, flags: tuple[str, ...],
     from kittiwake.message.structure import SCHEMA_VERSION, parse_structure
 
     raw = _read(os.path.join(folder, "cur", maildir.file_name(base, flags)))
+    if raw is None and not flags:  # still in new/, as a third of a walked-in Maildir
+        raw = _read(os.path.join(folder, "new", base))
     if raw is None:
         path = maildir.locate(Path(folder), base, flags)
         raw = _read(str(path)) if path is not None else None
