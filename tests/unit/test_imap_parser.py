@@ -486,3 +486,15 @@ def test_sasl_ir_can_be_turned_off() -> None:
 def test_passwords_and_messages_stay_out_of_repr() -> None:
     assert "SESAME" not in repr(parse(b"a LOGIN u SESAME", NOT_AUTH))
     assert "secret" not in repr(parse(b"a APPEND x {6}\r\nsecret", AUTH))
+
+
+def test_missing_and_intersected_ranges() -> None:
+    from kittiwake.imap.types import intersect_ranges, missing_ranges
+
+    assert missing_ranges([1, 4, 5, 9], 10) == [(2, 3), (6, 8), (10, 10)]
+    assert missing_ranges([], 3) == [(1, 3)]
+    assert missing_ranges([1, 2, 3], 3) == []
+    assert missing_ranges([2, 7], 5) == [(1, 1), (3, 5)]
+    assert intersect_ranges([(2, 3), (6, 8), (10, 10)], [(1, 6), (8, 20)]) == [
+        (2, 3), (6, 6), (8, 8), (10, 10)]
+    assert intersect_ranges([(1, 5)], []) == []

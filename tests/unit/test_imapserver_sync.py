@@ -9,6 +9,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from test_imapserver_wire import Env, message, run
 
 from kittiwake.imap.types import SequenceSet
@@ -287,3 +288,52 @@ def test_deleting_own_selected_mailbox_leaves_a_dead_selection(tmp_path: Path) -
         assert b"* 0 EXISTS" in await c.cmd("SELECT INBOX")
 
     run(tmp_path, go)
+
+
+def test_pruned_expunge_records_still_reach_every_session(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The expunge records (QRESYNC's memory) are bounded per mailbox; a session or client
+    that last synced before the oldest one kept is told by comparing UIDs instead, so no
+    expunge goes unreported and nothing present is reported gone."""
+    from kittiwake.store import index
+
+    monkeypatch.setattr(index, "EXPUNGED_KEEP", 1)
+
+    async def go(env: Env) -> None:
+        for n in range(1, 7):
+            await env.deliver(message(n))
+        a, b = await env.connect(), await env.connect()
+        await a.login()
+        await a.cmd("ENABLE QRESYNC")
+        out = await a.cmd("SELECT INBOX")
+        validity = int(re.search(rb"UIDVALIDITY (\d+)", out).group(1))  # type: ignore[union-attr]
+        high = int(re.search(rb"HIGHESTMODSEQ (\d+)", out).group(1))  # type: ignore[union-attr]
+        await b.login()
+        await b.cmd("SELECT INBOX")
+        for uid in (2, 3, 5):  # three expunges, three modseqs: two records pruned
+            await b.cmd(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)")
+            await b.cmd("EXPUNGE")
+        out = await a.cmd("NOOP")
+        assert _vanished(out) == {2, 3, 5}
+        assert (await a.cmd("UID SEARCH ALL")).count(b"* SEARCH 1 4 6") == 1
+        out = await a.cmd(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {high} VANISHED)")
+        assert _vanished(out) == {2, 3, 5}
+        c = await env.connect()
+        await c.login()
+        await c.cmd("ENABLE QRESYNC")
+        out = await c.cmd(f"SELECT INBOX (QRESYNC ({validity} {high} 1:4))")
+        assert _vanished(out) == {2, 3}  # within the UIDs the client said it knows
+        out = await c.cmd("UNSELECT")
+        out = await c.cmd(f"SELECT INBOX (QRESYNC ({validity} {high}))")
+        assert _vanished(out) == {2, 3, 5}
+
+    run(tmp_path, go)
+
+
+def _vanished(out: bytes) -> set[int]:
+    found: set[int] = set()
+    for text in re.findall(rb"\* VANISHED (?:\(EARLIER\) )?([\d,:]+)", out):
+        for part in text.decode().split(","):
+            lo, _, hi = part.partition(":")
+            found.update(range(int(lo), int(hi or lo) + 1))
+    return found

@@ -118,3 +118,27 @@ def test_structures_are_written_apart_and_read_back_joined(tmp_path: Path) -> No
     plans = [_plan(conn, sql) for sql in seen]
     assert "structures" in plans[0]
     assert all("structures" not in p and "PRIMARY KEY" in p for p in plans[1:]), plans
+
+
+def test_expunge_records_are_bounded_and_the_floor_marks_what_was_dropped(
+        tmp_path: Path) -> None:
+    from kittiwake.store import index, messageops
+
+    conn = db.connect(tmp_path / "k.db")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("INSERT INTO mailboxes (id, account_id, name, uidvalidity, uidnext,"
+                 " highestmodseq) VALUES (1, 1, 'INBOX', 1, 9, 10)")
+    index.insert_messages(conn, [(1, u, f"b{u}", "", 1.0, 1, 2, None) for u in range(1, 9)])
+    for batch in ([2], [3, 4], [6]):  # three expunges, one modseq each
+        conn.executemany("DELETE FROM messages WHERE mailbox_id = 1 AND uid = ?",
+                         [(u,) for u in batch])
+        conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = 1")
+        index.prune_expunged(conn, 1, keep=3)
+    # Keeping 3 records drops whole expunges only: uid 2's went, 3 and 4 stay together.
+    assert conn.execute("SELECT uid, modseq FROM expunged ORDER BY uid").fetchall() == [
+        (3, 12), (4, 12), (6, 13)]
+    assert conn.execute("SELECT expunged_floor FROM mailboxes").fetchone() == (11,)
+    full = messageops.changes(conn, 1, 11)
+    assert full.present is None and full.expunged == (3, 4, 6)
+    partial = messageops.changes(conn, 1, 10)  # uid 2's record is gone: compare instead
+    assert partial.present == (1, 5, 7, 8)

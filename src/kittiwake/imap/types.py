@@ -133,6 +133,37 @@ class SequenceSet:
         return ",".join(one(a) if a == b else f"{one(a)}:{one(b)}" for a, b in self.ranges)
 
 
+def missing_ranges(present: Iterable[int], upto: int) -> list[tuple[int, int]]:
+    """The ranges of 1..`upto` not in `present` (ascending): the UIDs a QRESYNC client is
+    told have vanished when the server no longer knows which expunges it missed."""
+    out: list[tuple[int, int]] = []
+    prev = 0
+    for n in present:
+        if n > upto:
+            break
+        if n > prev + 1:
+            out.append((prev + 1, n - 1))
+        prev = max(prev, n)
+    if prev < upto:
+        out.append((prev + 1, upto))
+    return out
+
+
+def intersect_ranges(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Two sorted lists of disjoint inclusive ranges, intersected."""
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
 # --------------------------------------------------------------------------- FETCH
 
 

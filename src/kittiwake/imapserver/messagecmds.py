@@ -28,7 +28,7 @@ from kittiwake.imap.response import (
     copyuid,
     modified,
 )
-from kittiwake.imap.types import Attr, SequenceSet
+from kittiwake.imap.types import Attr, SequenceSet, intersect_ranges, missing_ranges
 from kittiwake.imapserver import fastfetch, searching
 from kittiwake.imapserver.fetching import Plan, UnknownCte, render
 from kittiwake.imapserver.selected import SelectedMailbox, ordered
@@ -216,6 +216,12 @@ async def _vanished(s: Session, view: SelectedMailbox, uidset: SequenceSet,
     expunged since m as VANISHED (EARLIER)."""
     changes = await s.store.changes(view.handle, since)
     largest = max(view.uidnext - 1, 1)
+    if changes.present is not None:  # records pruned: every UID missing has vanished
+        ranges = intersect_ranges(missing_ranges(changes.present, largest),
+                                  uidset.resolve(largest))
+        if ranges:
+            s.send(builders.vanished_data(SequenceSet(tuple(ranges)), earlier=True))
+        return
     member = uidset.matcher(largest)
     gone = [u for u in changes.expunged if member(u)]
     if gone:

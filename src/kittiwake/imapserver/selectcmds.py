@@ -31,7 +31,7 @@ from kittiwake.imap.response import (
     uidvalidity,
     unseen,
 )
-from kittiwake.imap.types import SequenceSet
+from kittiwake.imap.types import SequenceSet, intersect_ranges, missing_ranges
 from kittiwake.imapserver.selected import SYSTEM_FLAGS, SelectedMailbox, ordered
 from kittiwake.store.errors import NotFound
 
@@ -87,13 +87,25 @@ async def _qresync(s: Session, view: SelectedMailbox, modseq: int,
     """RFC 7162 §3.2.5.2: what the client missed since `modseq`: VANISHED (EARLIER) for
     removed UIDs (within its known UIDs, when it said which), FETCH for changed flags."""
     changes = await s.store.changes(view.handle, modseq)
-    # One expunged after the snapshot is still counted in EXISTS: the next sync reports it.
-    gone = [u for u in changes.expunged if view.seq_of(u) is None]
-    if known is not None:
-        member = known.matcher(view.uidnext)
-        gone = [u for u in gone if member(u)]
-    if gone:
-        s.send(builders.vanished_data(gone, earlier=True))
+    if changes.present is not None:
+        # The records of what was expunged since `modseq` are pruned: every UID below
+        # UIDNEXT that is neither present nor in this view has vanished, as far as the
+        # client can tell (RFC 7162 §3.2.5.2 lets it be told of UIDs it never had).
+        kept = sorted(set(changes.present).union(view.uids))
+        ranges = missing_ranges(kept, view.uidnext - 1)
+        if known is not None:
+            ranges = intersect_ranges(ranges, known.resolve(view.uidnext))
+        if ranges:
+            s.send(builders.vanished_data(SequenceSet(tuple(ranges)), earlier=True))
+    else:
+        # One expunged after the snapshot is still counted in EXISTS: the next sync
+        # reports it.
+        gone = [u for u in changes.expunged if view.seq_of(u) is None]
+        if known is not None:
+            member = known.matcher(view.uidnext)
+            gone = [u for u in gone if member(u)]
+        if gone:
+            s.send(builders.vanished_data(gone, earlier=True))
     for m in changes.changed:
         seq = view.seq_of(m.uid)
         if seq is None or m.modseq > view.known_modseq:

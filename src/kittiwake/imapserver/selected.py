@@ -105,7 +105,11 @@ class SelectedMailbox:
 
     def apply(self, changes: Changes) -> None:
         """Take in what the index says changed since `known_modseq`."""
-        for uid in changes.expunged:
+        gone = list(changes.expunged)
+        if changes.present is not None:  # the expunge records were pruned: compare
+            present = set(changes.present)
+            gone += [u for u in self.uids if u not in present]
+        for uid in gone:
             if uid in self:
                 self.pending_expunges.add(uid)
                 self.pending_fetch.pop(uid, None)

@@ -220,6 +220,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             END""",
         ),
     ),
+    Migration(
+        5,
+        "a bound on the expunge records kept per mailbox",
+        (
+            # index.prune_expunged keeps the newest EXPUNGED_KEEP records of a mailbox and
+            # raises this floor past those it drops: asked for changes since a modseq below
+            # it, the store answers with the UIDs still present instead (imaptypes.Changes).
+            "ALTER TABLE mailboxes ADD COLUMN expunged_floor INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 

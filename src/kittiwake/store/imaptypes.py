@@ -108,6 +108,10 @@ class Changes:
     uidnext: int
     changed: tuple[MessageState, ...]
     expunged: tuple[int, ...]
+    #: Every UID in the mailbox, when records of expunges after the modseq asked about
+    #: have been pruned (index.prune_expunged): `expunged` is then partial, and anything
+    #: the caller knows of that is not here is gone.
+    present: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

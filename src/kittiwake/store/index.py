@@ -134,3 +134,26 @@ def store_structures(conn: sqlite3.Connection, mailbox_id: int,
         "INSERT OR REPLACE INTO structures (mailbox_id, uid, structure)"
         " SELECT mailbox_id, uid, ? FROM messages WHERE mailbox_id = ? AND uid = ?",
         [(text, mailbox_id, uid) for uid, text in items])
+
+
+#: Expunge records kept per mailbox (RFC 7162 VANISHED).  Without a bound the table grows
+#: with every message ever removed; past it, a client resynchronising from further back is
+#: told every UID missing from the mailbox instead (as Dovecot does once its transaction
+#: log has rotated), which costs it a longer VANISHED answer, never a missed expunge.
+EXPUNGED_KEEP = 10_000
+
+
+def prune_expunged(conn: sqlite3.Connection, mailbox_id: int, keep: int | None = None) -> None:
+    """After an expunge, inside its transaction: drop the records beyond the newest `keep`
+    and raise the mailbox's floor to the newest modseq dropped.  Records of one expunge
+    share a modseq and go together, so every modseq above the floor is complete."""
+    keep = EXPUNGED_KEEP if keep is None else keep
+    row = conn.execute(
+        "SELECT modseq FROM expunged WHERE mailbox_id = ? ORDER BY modseq DESC"
+        " LIMIT 1 OFFSET ?", (mailbox_id, keep)).fetchone()
+    if row is None:
+        return
+    conn.execute("DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?",
+                 (mailbox_id, row[0]))
+    conn.execute("UPDATE mailboxes SET expunged_floor = MAX(expunged_floor, ?) WHERE id = ?",
+                 (row[0], mailbox_id))

@@ -50,6 +50,7 @@ from kittiwake.store.index import (
     MailboxRef,
     NewRow,
     insert_messages,
+    prune_expunged,
     store_structures,
 )
 
@@ -166,10 +167,14 @@ def changes(conn: sqlite3.Connection, mailbox_id: int, since: int) -> Changes:
     conn.execute("BEGIN")
     try:
         row = conn.execute(
-            "SELECT highestmodseq, uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)
-        ).fetchone()
+            "SELECT highestmodseq, uidnext, expunged_floor FROM mailboxes WHERE id = ?",
+            (mailbox_id,)).fetchone()
         if row is None:
             raise NotFound("mailbox was deleted")
+        present = None
+        if since < row[2]:
+            present = tuple(r[0] for r in conn.execute(
+                "SELECT uid FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,)))
         changed = tuple(
             MessageState(uid, _flags(flags), modseq)
             for uid, flags, modseq in conn.execute(
@@ -187,7 +192,7 @@ def changes(conn: sqlite3.Connection, mailbox_id: int, since: int) -> Changes:
         )
     finally:
         conn.execute("COMMIT")
-    return Changes(row[0], row[1], changed, expunged)
+    return Changes(row[0], row[1], changed, expunged, present)
 
 
 def message_data(conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int], *,
@@ -401,6 +406,7 @@ def remove_rows(conn: sqlite3.Connection, ref: MailboxRef,
     # ... which this makes the mailbox's HIGHESTMODSEQ (RFC 7162 §3.2.10).
     conn.execute("UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?",
                  (ref.id,))
+    prune_expunged(conn, ref.id)
     conn.execute("UPDATE accounts SET used_bytes = MAX(0, used_bytes - ?) WHERE id = ?",
                  (sum(r[3] for r in rows), ref.account_id))
     return removed
@@ -505,6 +511,7 @@ def transfer(
                 "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ?",
                 (source_id,),
             )
+            prune_expunged(conn, source_id)
         if not move:
             conn.execute("UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?",
                          (sum(i[5] for i in inserts), dst_ref.account_id))

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from kittiwake.store import maildir
-from kittiwake.store.index import MailboxRef, NewRow, all_mailboxes, insert_messages, refresh_usage
+from kittiwake.store.index import (
+    MailboxRef,
+    NewRow,
+    all_mailboxes,
+    insert_messages,
+    prune_expunged,
+    refresh_usage,
+)
 from kittiwake.store.models import RescanResult
 from kittiwake.store.structure import StructureParser, structure_json
 
@@ -97,6 +104,7 @@ def apply(conn: sqlite3.Connection, ref: MailboxRef, vanished: Sequence[int],
             modseq += 1  # the messages_expunged trigger records each UID with it
             conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?",
                              [(ref.id, uid) for uid in vanished])
+            prune_expunged(conn, ref.id)
         rows: list[NewRow] = []
         for base, text, mtime, size, structure in arrivals:
             modseq += 1
