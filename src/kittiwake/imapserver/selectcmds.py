@@ -90,7 +90,8 @@ async def _qresync(s: Session, view: SelectedMailbox, modseq: int,
     if changes.present is not None:
         # The records of what was expunged since `modseq` are pruned: every UID below
         # UIDNEXT that is neither present nor in this view has vanished, as far as the
-        # client can tell (RFC 7162 §3.2.5.2 lets it be told of UIDs it never had).
+        # client can tell.  It may hear of UIDs it never had (clipped to its known UIDs
+        # when it sent them); VANISHED of an unknown UID changes nothing for it.
         kept = sorted(set(changes.present).union(view.uids))
         ranges = missing_ranges(kept, view.uidnext - 1)
         if known is not None:
