@@ -112,7 +112,8 @@ class Indexer:
             folder = MailboxRef(*ref_row[:4]).folder(mail_root)
             found = conn.execute(
                 f"SELECT uid, filename, flags, structure FROM {WITH_STRUCTURE}"
-                " WHERE mailbox_id = ? AND uid > ? ORDER BY uid LIMIT ?", (mailbox_id, mark, BATCH)).fetchall()
+                " WHERE mailbox_id = ? AND uid > ? ORDER BY uid LIMIT ?",
+                (mailbox_id, mark, BATCH)).fetchall()
             return str(folder), found, int(ref_row[4])
 
         got = await self._imap._read(rows)
